@@ -1,0 +1,83 @@
+//! The student/teacher pair and its multi-crop forward, spec §1-§2.
+
+use crate::head::{CarpHead, CarpHeadConfig};
+use crate::resnet::{ResNet, ResNetConfig};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Backbone + head configuration of one network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CarpModelConfig {
+    /// The ResNet backbone.
+    pub backbone: ResNetConfig,
+    /// The CARP head (its `in_dim` must equal the backbone's output).
+    pub head: CarpHeadConfig,
+}
+
+impl CarpModelConfig {
+    /// Builds one network; the same `seed` always gives the same weights.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the head's input does not match the backbone's output.
+    pub fn init(&self, device: &Device, seed: u64) -> CarpModel {
+        assert_eq!(
+            self.head.in_dim,
+            self.backbone.output_dim(),
+            "head in_dim must equal the backbone output"
+        );
+        CarpModel {
+            backbone: self.backbone.init(device, seed),
+            head: self.head.init(device, seed.wrapping_add(0x9e37_79b9)),
+        }
+    }
+}
+
+/// One network: ResNet backbone followed by the CARP head.
+#[derive(Module, Debug)]
+pub struct CarpModel {
+    /// Backbone (features for evaluation).
+    pub backbone: ResNet,
+    /// Projection head (prototype logits for the loss).
+    pub head: CarpHead,
+}
+
+impl CarpModel {
+    /// Logits of several groups of views, each group one resolution and one backbone call
+    /// (DINO's `MultiCropWrapper`); the head then runs once on all features.
+    ///
+    /// # Shapes
+    ///
+    /// - `groups[g]`: `[V_g * B, 3, H_g, W_g]`, views in view-major order
+    /// - output: `[sum_g V_g * B, K]` in the same order
+    pub fn forward_views(&self, groups: &[Tensor<4>]) -> Tensor<2> {
+        let features: Vec<Tensor<2>> = groups
+            .iter()
+            .map(|g| self.backbone.forward(g.clone()))
+            .collect();
+        self.head.forward(Tensor::cat(features, 0))
+    }
+}
+
+/// The student (trained by gradients) and its EMA teacher (spec §1).
+#[derive(Module, Debug)]
+pub struct StudentTeacher {
+    /// Trained by the optimiser.
+    pub student: CarpModel,
+    /// Exponential moving average of the student; receives no gradients.
+    pub teacher: CarpModel,
+}
+
+impl StudentTeacher {
+    /// Student and teacher with identical initial weights but separate BatchNorm statistics.
+    ///
+    /// Both are built from the same seed rather than cloned, because a cloned module shares
+    /// its running-statistics buffers with the original.
+    pub fn new(config: &CarpModelConfig, device: &Device, seed: u64) -> Self {
+        Self {
+            student: config.init(device, seed),
+            teacher: config.init(device, seed).no_grad(),
+        }
+    }
+}
