@@ -1,0 +1,82 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while reading images or building batches.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The dataset root does not exist.
+    #[error("{path}: dataset directory does not exist", path = path.display())]
+    MissingDir {
+        /// The directory that was asked for.
+        path: PathBuf,
+    },
+    /// The dataset root exists but is not a directory.
+    #[error("{path}: expected a directory, found a file", path = path.display())]
+    NotADirectory {
+        /// The path that was asked for.
+        path: PathBuf,
+    },
+    /// The dataset root holds no class sub-folders.
+    #[error(
+        "{path}: no class sub-folders found (expected <root>/<class>/<image>.jpg|jpeg|png)",
+        path = path.display()
+    )]
+    NoClasses {
+        /// The dataset root.
+        path: PathBuf,
+    },
+    /// A class folder holds no file with a supported extension.
+    #[error("{path}: class folder holds no .jpg/.jpeg/.png file", path = path.display())]
+    EmptyClass {
+        /// The class folder.
+        path: PathBuf,
+    },
+    /// Reading a file or directory failed.
+    #[error("{path}: {source}", path = path.display())]
+    Io {
+        /// The file or directory being read.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A file could not be decoded as an image.
+    #[error("{path}: cannot decode image: {source}", path = path.display())]
+    Decode {
+        /// The image file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: image::ImageError,
+    },
+    /// A sample index past the end of the dataset.
+    #[error("{dataset}: index {index} out of range (dataset has {len} images)")]
+    IndexOutOfRange {
+        /// The dataset's description.
+        dataset: String,
+        /// The index that was asked for.
+        index: usize,
+        /// The dataset's length.
+        len: usize,
+    },
+    /// A step past the end of the epoch.
+    #[error("step {step} out of range: an epoch has {steps} steps")]
+    StepOutOfRange {
+        /// The step that was asked for.
+        step: usize,
+        /// Steps per epoch.
+        steps: usize,
+    },
+    /// Evaluation views of different sizes cannot share one batch buffer.
+    #[error(
+        "sample {index}: evaluation view has {found} values, expected {expected} \
+         (images differ in size: set a resize and a centre crop)"
+    )]
+    EvalSizeMismatch {
+        /// The dataset index of the offending sample.
+        index: usize,
+        /// Values per view of the first sample.
+        expected: usize,
+        /// Values per view of this sample.
+        found: usize,
+    },
+}

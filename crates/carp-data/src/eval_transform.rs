@@ -1,0 +1,190 @@
+//! Deterministic evaluation transform: resize the short side, centre-crop, normalise.
+
+use crate::augment::{normalize, resize_bicubic, CropBox, FloatImage};
+use crate::{DataError, Dataset};
+use image::RgbImage;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// torchvision's `Resize(resize)` + `CenterCrop(crop)` + `Normalize`, as a CHW buffer.
+///
+/// `resize` sets the short side (the long side becomes `⌊resize · long / short⌋`), with
+/// bicubic resampling. `crop` takes the centred `crop x crop` square (offsets rounded half
+/// to even, as torchvision); where the crop is larger than the image the border is zero
+/// before normalisation, as torchvision pads. With `None` for both, the image is only
+/// normalised.
+pub fn eval_view(img: &RgbImage, resize: Option<u32>, crop: Option<u32>) -> Vec<f32> {
+    let (w, h) = img.dimensions();
+    let resized = match resize {
+        Some(short) if w > 0 && h > 0 => {
+            let (nw, nh) = if w <= h {
+                (
+                    short,
+                    (u64::from(short) * u64::from(h) / u64::from(w)) as u32,
+                )
+            } else {
+                (
+                    (u64::from(short) * u64::from(w) / u64::from(h)) as u32,
+                    short,
+                )
+            };
+            let full = CropBox {
+                top: 0,
+                left: 0,
+                height: h,
+                width: w,
+            };
+            resize_bicubic(img, full, nw.max(1), nh.max(1))
+        }
+        _ => FloatImage::from_rgb(img),
+    };
+    let out = match crop {
+        Some(side) => center_crop(&resized, side),
+        None => resized,
+    };
+    normalize(out)
+}
+
+/// Offset of a centred window of `inner` in `outer` (negative when it is larger).
+fn center_offset(outer: u32, inner: u32) -> i64 {
+    if inner <= outer {
+        (f64::from(outer - inner) / 2.0).round_ties_even() as i64
+    } else {
+        -i64::from((inner - outer) / 2)
+    }
+}
+
+/// The centred `side x side` window of `img`, zero outside the image.
+fn center_crop(img: &FloatImage, side: u32) -> FloatImage {
+    let (w, h) = (img.width, img.height);
+    let (top, left) = (center_offset(h, side), center_offset(w, side));
+    let mut out = FloatImage::new(side, side);
+    let (n_in, n_out, s) = (img.plane_len(), out.plane_len(), side as usize);
+    // Output columns whose source column lies inside the image.
+    let x0 = (-left).clamp(0, i64::from(side)) as usize;
+    let x1 = (i64::from(w) - left).clamp(0, i64::from(side)) as usize;
+    for c in 0..3 {
+        for y in 0..s {
+            let sy = y as i64 + top;
+            if sy < 0 || sy >= i64::from(h) || x0 >= x1 {
+                continue;
+            }
+            let src = c * n_in + sy as usize * w as usize;
+            let sx0 = (x0 as i64 + left) as usize;
+            out.data[c * n_out + y * s + x0..c * n_out + y * s + x1]
+                .copy_from_slice(&img.data[src + sx0..src + sx0 + (x1 - x0)]);
+        }
+    }
+    out
+}
+
+/// [`eval_view`] of the images `indices` in parallel: `(data, labels)` with `data` shaped
+/// `[len, 3, H, W]`.
+///
+/// # Errors
+/// The first failing image (in index order), or [`DataError::EvalSizeMismatch`] when the
+/// views differ in size (images of different sizes without a crop).
+pub fn eval_batches(
+    dataset: &dyn Dataset,
+    indices: Range<usize>,
+    resize: Option<u32>,
+    crop: Option<u32>,
+) -> Result<(Vec<f32>, Vec<Option<usize>>), DataError> {
+    let views: Vec<Result<Vec<f32>, DataError>> = indices
+        .clone()
+        .into_par_iter()
+        .map(|i| dataset.get(i).map(|img| eval_view(&img, resize, crop)))
+        .collect();
+    let views = views.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let expected = views.first().map_or(0, Vec::len);
+    if let Some((k, v)) = views.iter().enumerate().find(|(_, v)| v.len() != expected) {
+        return Err(DataError::EvalSizeMismatch {
+            index: indices.start + k,
+            expected,
+            found: v.len(),
+        });
+    }
+    let mut data = Vec::with_capacity(expected * views.len());
+    for v in &views {
+        data.extend_from_slice(v);
+    }
+    let labels = indices.map(|i| dataset.label(i)).collect();
+    Ok((data, labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::{IMAGENET_MEAN, IMAGENET_STD};
+    use crate::{SyntheticConfig, SyntheticShapes};
+
+    fn denorm(v: &[f32], plane: usize) -> Vec<f32> {
+        v.iter()
+            .enumerate()
+            .map(|(k, x)| x * IMAGENET_STD[k / plane] + IMAGENET_MEAN[k / plane])
+            .collect()
+    }
+
+    #[test]
+    fn no_resize_no_crop_is_normalise_only() {
+        let img = RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8 * 8, 77]));
+        let out = eval_view(&img, None, None);
+        assert_eq!(out.len(), 3 * 32 * 32);
+        assert_eq!(out, normalize(FloatImage::from_rgb(&img)));
+        let back = denorm(&out, 1024);
+        assert!((back[5 * 32 + 3] - 24.0 / 255.0).abs() < 1e-6);
+        assert!((back[1024 + 5 * 32 + 3] - 40.0 / 255.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn crop_takes_the_centre() {
+        let img = RgbImage::from_fn(6, 5, |x, y| image::Rgb([(10 * y + x) as u8, 0, 0]));
+        // (6-2)/2 = 2 columns, (5-2)/2 = 1.5 → round half to even = 2 rows.
+        let out = denorm(&eval_view(&img, None, Some(2)), 4);
+        let red: Vec<u8> = out[..4].iter().map(|v| (v * 255.0).round() as u8).collect();
+        assert_eq!(red, [22, 23, 32, 33]);
+        // Larger than the image: zero padding around it (left pad (4-2)/2 = 1).
+        let small = RgbImage::from_pixel(2, 2, image::Rgb([255, 255, 255]));
+        let out = denorm(&eval_view(&small, None, Some(4)), 16);
+        let red: Vec<u8> = out[..16]
+            .iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect();
+        assert_eq!(
+            red,
+            [0, 0, 0, 0, 0, 255, 255, 0, 0, 255, 255, 0, 0, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn resize_sets_the_short_side() {
+        let img = RgbImage::from_pixel(40, 20, image::Rgb([100, 150, 200]));
+        let out = eval_view(&img, Some(10), None);
+        assert_eq!(out.len(), 3 * 20 * 10);
+        let out = eval_view(&img, Some(10), Some(8));
+        assert_eq!(out.len(), 3 * 8 * 8);
+        let back = denorm(&out, 64);
+        assert!((back[0] - 100.0 / 255.0).abs() < 1e-5 && (back[64] - 150.0 / 255.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn eval_batches_concatenates_in_order() {
+        let ds = SyntheticShapes::new(SyntheticConfig {
+            num_images: 30,
+            image_size: 32,
+            seed: 2,
+        });
+        let (data, labels) = eval_batches(&ds, 5..17, None, None).unwrap();
+        assert_eq!(data.len(), 12 * 3 * 32 * 32);
+        assert_eq!(labels, (5..17).map(|i| Some(i % 10)).collect::<Vec<_>>());
+        let per = 3 * 32 * 32;
+        assert_eq!(
+            &data[3 * per..4 * per],
+            &eval_view(&ds.get(8).unwrap(), None, None)[..]
+        );
+        assert!(matches!(
+            eval_batches(&ds, 25..31, None, None),
+            Err(DataError::IndexOutOfRange { index: 30, .. })
+        ));
+    }
+}

@@ -1,0 +1,464 @@
+//! Reproducible parallel batching of multi-crop views.
+//!
+//! Step `s` of epoch `e` holds the samples `epoch_order(len, seed, e)[s·B .. (s+1)·B]`
+//! (the last partial batch is dropped). Every random choice for a sample comes from
+//! [`sample_rng`]`(seed, e, index)`, so a batch is a pure function of (seed, epoch, step):
+//! the thread count, the order in which threads finish, and resuming mid-epoch change
+//! nothing.
+
+use crate::seed::{mix_seed, tag};
+use crate::{DataError, Dataset, MultiCropRecipe};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Batches computed ahead by [`Loader::prefetch`].
+pub const PREFETCH_DEPTH: usize = 2;
+
+/// The views of one size in a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewGroup {
+    /// Side of these views in pixels.
+    pub size: u32,
+    /// Number of consecutive recipe views in this group.
+    pub views: usize,
+    /// Recipe index of the group's first view.
+    pub first_view: usize,
+    /// Normalised pixels, `[views·B, 3, size, size]`, view-major: the B images of view
+    /// `first_view`, then the B images of the next view, and so on.
+    pub data: Vec<f32>,
+}
+
+impl ViewGroup {
+    /// The tensor shape of [`Self::data`] for batch size `batch`: `[views·B, 3, size, size]`.
+    pub fn shape(&self, batch: usize) -> [usize; 4] {
+        [
+            self.views * batch,
+            3,
+            self.size as usize,
+            self.size as usize,
+        ]
+    }
+}
+
+/// One training step's input: every view of B images, grouped by size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewBatch {
+    /// Groups of equal-size views, in recipe order (globals first).
+    pub groups: Vec<ViewGroup>,
+    /// Dataset indices of the B images, in batch order.
+    pub indices: Vec<usize>,
+    /// Labels of the B images (for monitoring only).
+    pub labels: Vec<Option<usize>>,
+}
+
+impl ViewBatch {
+    /// Number of images B.
+    pub fn batch_size(&self) -> usize {
+        self.indices.len()
+    }
+}
+
+/// The seeded shuffle of `0..len` used for `epoch` (Fisher-Yates on a ChaCha8 stream).
+pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[tag::ORDER, seed, epoch]));
+    order.shuffle(&mut rng);
+    order
+}
+
+/// The generator for every random choice made for sample `index` in `epoch`.
+pub fn sample_rng(seed: u64, epoch: u64, index: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(mix_seed(&[tag::SAMPLE, seed, epoch, index as u64]))
+}
+
+/// Shared state of a [`Loader`] and its prefetch thread.
+struct LoaderState {
+    dataset: Arc<dyn Dataset>,
+    recipe: MultiCropRecipe,
+    groups: Vec<(u32, usize, usize)>,
+    batch_size: usize,
+    seed: u64,
+    /// The last epoch's order, cached: recomputing it costs O(len) per batch.
+    order: Mutex<Option<(u64, Arc<Vec<usize>>)>>,
+}
+
+/// Turns a dataset and a recipe into deterministic batches of views; cheap to clone.
+#[derive(Clone)]
+pub struct Loader {
+    state: Arc<LoaderState>,
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("dataset", &self.state.dataset.describe())
+            .field("views", &self.state.recipe.len())
+            .field("batch_size", &self.state.batch_size)
+            .field("seed", &self.state.seed)
+            .finish()
+    }
+}
+
+impl Loader {
+    /// A loader of `batch_size` images per step, with randomness derived from `seed`.
+    ///
+    /// # Panics
+    /// If `batch_size` is 0 or the recipe has no view.
+    pub fn new(
+        dataset: Arc<dyn Dataset>,
+        recipe: MultiCropRecipe,
+        batch_size: usize,
+        seed: u64,
+    ) -> Self {
+        assert!(batch_size > 0, "batch size must be positive");
+        assert!(!recipe.is_empty(), "multi-crop recipe has no view");
+        let groups = recipe.size_groups();
+        Self {
+            state: Arc::new(LoaderState {
+                dataset,
+                recipe,
+                groups,
+                batch_size,
+                seed,
+                order: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Full batches per epoch (the last partial batch is dropped).
+    pub fn steps_per_epoch(&self) -> usize {
+        self.state.dataset.len() / self.state.batch_size
+    }
+
+    /// Images per batch.
+    pub fn batch_size(&self) -> usize {
+        self.state.batch_size
+    }
+
+    /// The dataset.
+    pub fn dataset(&self) -> &Arc<dyn Dataset> {
+        &self.state.dataset
+    }
+
+    /// The recipe.
+    pub fn recipe(&self) -> &MultiCropRecipe {
+        &self.state.recipe
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.state.seed
+    }
+
+    /// [`epoch_order`] for this loader, cached for the most recent epoch.
+    fn order(&self, epoch: u64) -> Arc<Vec<usize>> {
+        let mut cache = self.state.order.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cache {
+            Some((e, order)) if *e == epoch => Arc::clone(order),
+            _ => {
+                let order = Arc::new(epoch_order(
+                    self.state.dataset.len(),
+                    self.state.seed,
+                    epoch,
+                ));
+                *cache = Some((epoch, Arc::clone(&order)));
+                order
+            }
+        }
+    }
+
+    /// Decodes and augments step `step` of `epoch`, one rayon task per image.
+    ///
+    /// # Errors
+    /// [`DataError::StepOutOfRange`] past the end of the epoch; otherwise the first (in
+    /// batch order) error of the dataset.
+    pub fn batch(&self, epoch: u64, step: usize) -> Result<ViewBatch, DataError> {
+        let steps = self.steps_per_epoch();
+        if step >= steps {
+            return Err(DataError::StepOutOfRange { step, steps });
+        }
+        let st = &*self.state;
+        let b = st.batch_size;
+        let indices = self.order(epoch)[step * b..(step + 1) * b].to_vec();
+        let samples: Vec<Result<Vec<Vec<f32>>, DataError>> = indices
+            .par_iter()
+            .map(|&index| {
+                let img = st.dataset.get(index)?;
+                let mut rng = sample_rng(st.seed, epoch, index);
+                Ok(st.recipe.apply(&img, &mut rng))
+            })
+            .collect();
+        let samples = samples.into_iter().collect::<Result<Vec<_>, _>>()?;
+
+        let groups = st
+            .groups
+            .iter()
+            .map(|&(size, first_view, views)| {
+                let per_image = 3 * size as usize * size as usize;
+                let mut data = vec![0.0f32; views * b * per_image];
+                data.par_chunks_mut(b * per_image)
+                    .enumerate()
+                    .for_each(|(k, chunk)| {
+                        for (dst, sample) in chunk.chunks_exact_mut(per_image).zip(&samples) {
+                            dst.copy_from_slice(&sample[first_view + k]);
+                        }
+                    });
+                ViewGroup {
+                    size,
+                    views,
+                    first_view,
+                    data,
+                }
+            })
+            .collect();
+        let labels = indices.iter().map(|&i| st.dataset.label(i)).collect();
+        Ok(ViewBatch {
+            groups,
+            indices,
+            labels,
+        })
+    }
+
+    /// Steps `start_step..` of `epoch`, computed on a background thread up to
+    /// [`PREFETCH_DEPTH`] batches ahead. Stops after the first error; dropping the
+    /// iterator stops the thread (after the batch in progress) and joins it.
+    pub fn prefetch(&self, epoch: u64, start_step: usize) -> Prefetch {
+        let (tx, rx) = sync_channel(PREFETCH_DEPTH);
+        let loader = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("carp-prefetch".into())
+            .spawn(move || {
+                for step in start_step..loader.steps_per_epoch() {
+                    let batch = loader.batch(epoch, step);
+                    let failed = batch.is_err();
+                    if tx.send(batch).is_err() || failed {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn the prefetch thread");
+        Prefetch {
+            rx: Some(rx),
+            handle: Some(handle),
+        }
+    }
+}
+
+/// Iterator over batches computed ahead by a background thread; see [`Loader::prefetch`].
+#[derive(Debug)]
+pub struct Prefetch {
+    rx: Option<Receiver<Result<ViewBatch, DataError>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Prefetch {
+    /// Closes the channel and waits for the thread; re-raises a panic of the thread.
+    fn finish(&mut self) {
+        self.rx = None;
+        if let Some(handle) = self.handle.take() {
+            if let Err(panic) = handle.join() {
+                if !std::thread::panicking() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for Prefetch {
+    type Item = Result<ViewBatch, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = self.rx.as_ref()?.recv().ok();
+        if next.is_none() {
+            self.finish();
+        }
+        next
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SyntheticConfig, SyntheticShapes};
+    use image::RgbImage;
+
+    fn loader(n: usize, batch: usize, locals: usize) -> Loader {
+        let ds = SyntheticShapes::new(SyntheticConfig {
+            num_images: n,
+            image_size: 32,
+            seed: 4,
+        });
+        let recipe = MultiCropRecipe::carp(32, 16, (0.25, 1.0), (0.05, 0.25), locals);
+        Loader::new(Arc::new(ds), recipe, batch, 42)
+    }
+
+    fn bits(b: &ViewBatch) -> Vec<Vec<u32>> {
+        b.groups
+            .iter()
+            .map(|g| g.data.iter().map(|v| v.to_bits()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(100, 1, 0);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(100, 1, 0));
+        assert_ne!(a, epoch_order(100, 1, 1));
+        assert_ne!(a, epoch_order(100, 2, 0));
+        assert_ne!(a, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn sample_rng_depends_on_all_three() {
+        use rand::Rng;
+        let draw = |s, e, i| sample_rng(s, e, i).random::<u64>();
+        assert_eq!(draw(1, 2, 3), draw(1, 2, 3));
+        assert_ne!(draw(1, 2, 3), draw(1, 2, 4));
+        assert_ne!(draw(1, 2, 3), draw(1, 3, 3));
+        assert_ne!(draw(1, 2, 3), draw(2, 2, 3));
+    }
+
+    #[test]
+    fn steps_drop_the_last_partial_batch() {
+        assert_eq!(loader(100, 32, 0).steps_per_epoch(), 3);
+        assert_eq!(loader(96, 32, 0).steps_per_epoch(), 3);
+        assert_eq!(loader(31, 32, 0).steps_per_epoch(), 0);
+        let l = loader(100, 32, 0);
+        assert!(matches!(
+            l.batch(0, 3),
+            Err(DataError::StepOutOfRange { step: 3, steps: 3 })
+        ));
+        // The steps of an epoch cover distinct images.
+        let mut seen: Vec<usize> = (0..3)
+            .flat_map(|s| l.batch(0, s).unwrap().indices)
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 96);
+    }
+
+    #[test]
+    fn groups_have_the_right_shapes_and_contents() {
+        let l = loader(20, 4, 3);
+        let batch = l.batch(1, 2).unwrap();
+        assert_eq!(batch.batch_size(), 4);
+        assert_eq!(batch.indices, epoch_order(20, 42, 1)[8..12]);
+        let labels: Vec<_> = batch.indices.iter().map(|&i| Some(i % 10)).collect();
+        assert_eq!(batch.labels, labels);
+        assert_eq!(batch.groups.len(), 2);
+        let (g, l16) = (&batch.groups[0], &batch.groups[1]);
+        assert_eq!((g.size, g.views, g.first_view), (32, 2, 0));
+        assert_eq!((l16.size, l16.views, l16.first_view), (16, 3, 2));
+        assert_eq!(g.shape(4), [8, 3, 32, 32]);
+        assert_eq!(g.data.len(), 8 * 3 * 32 * 32);
+        assert_eq!(l16.data.len(), 12 * 3 * 16 * 16);
+        // View-major: image b of view v sits at v·B + b, and equals the recipe's view v for
+        // that sample with its own generator.
+        let ds = l.dataset();
+        for (b, &index) in batch.indices.iter().enumerate() {
+            let views = l
+                .recipe()
+                .apply(&ds.get(index).unwrap(), &mut sample_rng(42, 1, index));
+            assert_eq!(views.len(), 5);
+            for (v, view) in views.iter().enumerate() {
+                let (group, k) = if v < 2 { (g, v) } else { (l16, v - 2) };
+                let per = 3 * (group.size * group.size) as usize;
+                let at = (k * 4 + b) * per;
+                assert_eq!(&group.data[at..at + per], &view[..], "image {b} view {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn batches_do_not_depend_on_thread_count() {
+        let l = loader(64, 16, 2);
+        let run = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| l.batch(3, 1).unwrap())
+        };
+        let one = run(1);
+        let two = run(2);
+        assert_eq!(bits(&one), bits(&two));
+        assert_eq!(one.indices, two.indices);
+        // A fresh loader (empty order cache) agrees too, and other epochs differ.
+        assert_eq!(bits(&loader(64, 16, 2).batch(3, 1).unwrap()), bits(&one));
+        assert_ne!(bits(&l.batch(4, 1).unwrap()), bits(&one));
+    }
+
+    #[test]
+    fn prefetch_matches_batch() {
+        let l = loader(50, 8, 1);
+        let got: Vec<ViewBatch> = l.prefetch(2, 1).map(Result::unwrap).collect();
+        assert_eq!(got.len(), 5);
+        for (k, b) in got.iter().enumerate() {
+            assert_eq!(bits(b), bits(&l.batch(2, k + 1).unwrap()));
+            assert_eq!(b.indices, l.batch(2, k + 1).unwrap().indices);
+        }
+        // Dropping early stops the thread cleanly.
+        let mut it = l.prefetch(0, 0);
+        assert!(it.next().unwrap().is_ok());
+        drop(it);
+        assert_eq!(l.prefetch(0, 6).count(), 0);
+    }
+
+    /// A dataset whose image 3 fails to decode.
+    struct Broken;
+
+    impl Dataset for Broken {
+        fn len(&self) -> usize {
+            8
+        }
+        fn get(&self, index: usize) -> Result<RgbImage, DataError> {
+            if index == 3 {
+                Err(DataError::MissingDir {
+                    path: "broken/3.png".into(),
+                })
+            } else {
+                Ok(RgbImage::new(8, 8))
+            }
+        }
+        fn label(&self, _: usize) -> Option<usize> {
+            None
+        }
+        fn num_classes(&self) -> usize {
+            0
+        }
+        fn describe(&self) -> String {
+            "broken".into()
+        }
+    }
+
+    #[test]
+    fn errors_surface_and_stop_prefetch() {
+        let l = Loader::new(
+            Arc::new(Broken),
+            MultiCropRecipe::carp(8, 4, (0.5, 1.0), (0.1, 0.5), 1),
+            2,
+            0,
+        );
+        let results: Vec<_> = l.prefetch(0, 0).collect();
+        let failed = results.iter().position(Result::is_err).unwrap();
+        assert_eq!(failed, results.len() - 1, "prefetch stops after the error");
+        let err = results[failed].as_ref().unwrap_err().to_string();
+        assert!(err.contains("broken/3.png"), "{err}");
+        assert!(l.batch(0, failed).is_err());
+    }
+}
