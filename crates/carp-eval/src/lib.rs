@@ -1,0 +1,50 @@
+//! carp evaluation: features in, numbers out.
+//!
+//! This crate turns frozen backbone features into the numbers of spec §6. It knows nothing of
+//! models or images (and does not depend on Burn): callers extract features, put them in a
+//! [`Features`] matrix and call an evaluation function.
+//!
+//! - [`Features`]: a row-major `[rows, dim]` matrix of f32 feature vectors, with
+//!   [`Features::l2_normalized`].
+//! - [`weighted_knn`]: DINO's weighted k-NN classifier (spec §6) — cosine similarity, k nearest
+//!   train rows, votes weighted by exp(sim / T) — configured by [`KnnConfig`] and returning one
+//!   [`KnnResult`] (top-1 / top-5 in percent) per k.
+//! - [`EvalError`]: every way user-supplied features, labels or settings can be wrong.
+//!
+//! # Example
+//!
+//! Two well-separated clusters are classified perfectly:
+//!
+//! ```
+//! use carp_eval::{weighted_knn, Features, KnnConfig};
+//!
+//! // Class 0 points along +x, class 1 along +y.
+//! let train = Features::new(
+//!     vec![1.0, 0.1, 0.9, -0.1, 1.1, 0.0, 0.1, 1.0, -0.1, 0.9, 0.0, 1.2],
+//!     6,
+//!     2,
+//! )?;
+//! let train_labels = [0, 0, 0, 1, 1, 1];
+//! let test = Features::new(vec![2.0, 0.3, 0.2, 3.0], 2, 2)?;
+//! let test_labels = [0, 1];
+//!
+//! let cfg = KnnConfig { ks: vec![1, 3], ..KnnConfig::default() };
+//! let results = weighted_knn(&train, &train_labels, &test, &test_labels, 2, &cfg)?;
+//! assert_eq!(results.len(), 2);
+//! assert_eq!((results[0].k, results[0].top1), (1, 100.0));
+//! assert_eq!((results[1].k, results[1].top1), (3, 100.0));
+//! # Ok::<(), carp_eval::EvalError>(())
+//! ```
+//!
+//! # Feature flags
+//!
+//! None. Parallelism uses rayon's global pool; similarities use `matrixmultiply`'s f32 GEMM.
+#![warn(missing_docs)]
+
+mod error;
+mod features;
+mod knn;
+
+pub use error::EvalError;
+pub use features::Features;
+pub use knn::{weighted_knn, KnnConfig, KnnResult};
