@@ -91,3 +91,64 @@ impl ModuleMapper for Ema {
         Param::from_mapped_value(id, updated, mapper)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::CarpHeadConfig;
+    use burn::tensor::Device;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn averages_parameters_by_path_and_skips_running_stats() {
+        let device = Device::flex();
+        let cfg = CarpHeadConfig {
+            in_dim: 3,
+            hidden_dim: 4,
+            bottleneck_dim: 2,
+            out_dim: 5,
+            nlayers: 2,
+            use_bn: true,
+        };
+        let student = cfg.init(&device, 1);
+        let teacher = cfg.init(&device, 2);
+        // Give the student's BatchNorm running mean a value the teacher must not receive.
+        let _ = student.forward(Tensor::ones([4, 3], &device));
+        let s_w = values(student.mlp[0].weight.val());
+        let t_w = values(teacher.mlp[0].weight.val());
+        let t_rm = values(teacher.norms[0].running_mean.value_sync());
+        let teacher = ema_update(teacher, &student, 0.75);
+        let got = values(teacher.mlp[0].weight.val());
+        for ((g, s), t) in got.iter().zip(&s_w).zip(&t_w) {
+            assert!((g - (0.75 * t + 0.25 * s)).abs() < 1e-7);
+        }
+        let v = values(teacher.last_layer.weight_v.val());
+        assert_eq!(v.len(), 10);
+        assert_eq!(values(teacher.norms[0].running_mean.value_sync()), t_rm);
+    }
+
+    #[test]
+    fn momentum_one_keeps_the_teacher_and_zero_copies_the_student() {
+        let device = Device::flex();
+        let cfg = CarpHeadConfig::new(3);
+        let cfg = CarpHeadConfig {
+            hidden_dim: 4,
+            bottleneck_dim: 2,
+            out_dim: 5,
+            ..cfg
+        };
+        let student = cfg.init(&device, 1);
+        let teacher = cfg.init(&device, 2);
+        let t0 = values(teacher.mlp[1].weight.val());
+        let teacher = ema_update(teacher, &student, 1.0);
+        assert_eq!(values(teacher.mlp[1].weight.val()), t0);
+        let teacher = ema_update(teacher, &student, 0.0);
+        assert_eq!(
+            values(teacher.mlp[1].weight.val()),
+            values(student.mlp[1].weight.val())
+        );
+    }
+}

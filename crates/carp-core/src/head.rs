@@ -208,12 +208,30 @@ mod tests {
         cfg.bottleneck_dim = 64;
         cfg.out_dim = 512;
         let head = cfg.init(&device, 1);
-        let w: Vec<f32> = head.mlp[1].weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let w: Vec<f32> = head.mlp[1]
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let std = (w.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
         assert!((std - 0.02).abs() < 0.001, "std {std}");
-        let b: Vec<f32> = head.mlp[0].bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap();
+        let b: Vec<f32> = head.mlp[0]
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert!(b.iter().all(|&x| x == 0.0));
-        let v: Vec<f32> = head.last_layer.weight_v.val().into_data().try_to_vec::<f32>().unwrap();
+        let v: Vec<f32> = head
+            .last_layer
+            .weight_v
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let bound = 1.0 / 8.0;
         assert!(v.iter().all(|&x| x.abs() <= bound));
         assert!(v.iter().any(|&x| x.abs() > 0.9 * bound));

@@ -14,7 +14,10 @@ use rand_distr::{Distribution, Normal, StandardNormal};
 /// Matches `torch.nn.init.trunc_normal_(t, std=std, a=lo, b=hi)` in distribution
 /// (rejection sampling instead of the inverse-CDF method).
 pub fn trunc_normal(rng: &mut ChaCha8Rng, n: usize, std: f64, lo: f64, hi: f64) -> Vec<f32> {
-    assert!(lo < hi && std > 0.0, "trunc_normal needs lo < hi and std > 0");
+    assert!(
+        lo < hi && std > 0.0,
+        "trunc_normal needs lo < hi and std > 0"
+    );
     let normal = Normal::new(0.0, std).expect("finite std");
     (0..n)
         .map(|_| loop {
@@ -48,7 +51,11 @@ pub fn uniform(rng: &mut ChaCha8Rng, n: usize, bound: f64) -> Vec<f32> {
 /// # Panics
 ///
 /// Panics if `values.len()` is not the product of `shape`.
-pub fn param<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+pub fn param<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Param<Tensor<D>> {
     assert_eq!(
         values.len(),
         shape.iter().product::<usize>(),

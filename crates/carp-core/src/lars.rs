@@ -92,7 +92,13 @@ impl Lars {
     }
 
     /// Applies one update to every parameter of `module` that has a gradient in `grads`.
-    pub fn step<M: Module>(&mut self, module: M, grads: GradientsParams, lr: f64, weight_decay: f64) -> M {
+    pub fn step<M: Module>(
+        &mut self,
+        module: M,
+        grads: GradientsParams,
+        lr: f64,
+        weight_decay: f64,
+    ) -> M {
         let mut mapper = LarsMapper {
             lars: self,
             grads,
@@ -141,7 +147,11 @@ impl ModuleMapper for LarsMapper<'_> {
         let autodiff = tensor.is_autodiff();
         let w = tensor.inner();
         let shape = w.shape();
-        let mu = self.lars.buffers.remove(&key).map(|mu| mu.reshape(shape.clone()));
+        let mu = self
+            .lars
+            .buffers
+            .remove(&key)
+            .map(|mu| mu.reshape(shape.clone()));
         let (w, mu) = lars_update(
             w,
             grad,

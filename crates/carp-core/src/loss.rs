@@ -52,7 +52,10 @@ pub fn consistency_loss(student: Tensor<3>, teacher: Tensor<3>, batch: usize) ->
     );
     let (s, t) = (sb / batch, tb / batch);
     let pairs = s * t - s.min(t);
-    assert!(pairs > 0, "consistency needs a pair i != j: S = {s}, T = {t}");
+    assert!(
+        pairs > 0,
+        "consistency needs a pair i != j: S = {s}, T = {t}"
+    );
     let device = student.device();
     let student = student.reshape([p, s, batch, n]);
     let teacher = teacher.detach().reshape([p, t, batch, n]);
@@ -71,7 +74,10 @@ pub fn consistency_loss(student: Tensor<3>, teacher: Tensor<3>, batch: usize) ->
         let keep: Vec<i64> = (0..s as i64).filter(|&i| i != j as i64).collect();
         let kept = keep.len();
         let sum = per_view
-            .select(0, Tensor::<1, Int>::from_data(TensorData::new(keep, [kept]), &device))
+            .select(
+                0,
+                Tensor::<1, Int>::from_data(TensorData::new(keep, [kept]), &device),
+            )
             .sum();
         total = Some(match total {
             Some(acc) => acc + sum,

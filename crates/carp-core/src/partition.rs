@@ -137,7 +137,10 @@ mod tests {
         // K = 4, N = 2, permutation [3, 0, 2, 1]: blocks {3, 0} and {2, 1}.
         let part = Partition::from_permutation(vec![3, 0, 2, 1], 2);
         let z = Tensor::<2>::from_floats([[0.0, 1.0, 2.0, 3.0]], &device);
-        let p: Vec<f32> = block_softmax(z, &part).into_data().try_to_vec::<f32>().unwrap();
+        let p: Vec<f32> = block_softmax(z, &part)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let e = |a: f64, b: f64| (a.exp() / (a.exp() + b.exp())) as f32;
         let want = [e(3.0, 0.0), e(0.0, 3.0), e(2.0, 1.0), e(1.0, 2.0)];
         for (got, want) in p.iter().zip(want) {

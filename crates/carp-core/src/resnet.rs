@@ -372,9 +372,21 @@ mod tests {
         cfg.small_stem = true;
         cfg.base_width = 8;
         let m = cfg.init(&device, 3);
-        let g: Vec<f32> = m.layer1[0].bn2.gamma.val().into_data().try_to_vec::<f32>().unwrap();
+        let g: Vec<f32> = m.layer1[0]
+            .bn2
+            .gamma
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert!(g.iter().all(|&x| x == 0.0));
-        let g1: Vec<f32> = m.layer1[0].bn1.gamma.val().into_data().try_to_vec::<f32>().unwrap();
+        let g1: Vec<f32> = m.layer1[0]
+            .bn1
+            .gamma
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert!(g1.iter().all(|&x| x == 1.0));
         assert_eq!(m.conv1.weight.dims(), [8, 3, 3, 3]);
         assert!(m.maxpool.is_none());
@@ -387,11 +399,20 @@ mod tests {
     fn conv_init_has_kaiming_fan_out_std() {
         let device = Device::flex();
         let m = ResNetConfig::new(Arch::Resnet18).init(&device, 1);
-        let w: Vec<f32> = m.layer4[0].conv2.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let w: Vec<f32> = m.layer4[0]
+            .conv2
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let n = w.len() as f64;
         let var = w.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / n;
         let expected = 2.0 / (512.0 * 9.0);
-        assert!((var / expected - 1.0).abs() < 0.02, "var {var} vs {expected}");
+        assert!(
+            (var / expected - 1.0).abs() < 0.02,
+            "var {var} vs {expected}"
+        );
     }
 
     #[test]
@@ -399,9 +420,30 @@ mod tests {
         let device = Device::flex();
         let mut cfg = ResNetConfig::new(Arch::Resnet18);
         cfg.base_width = 4;
-        let a: Vec<f32> = cfg.init(&device, 7).conv1.weight.val().into_data().try_to_vec::<f32>().unwrap();
-        let b: Vec<f32> = cfg.init(&device, 7).conv1.weight.val().into_data().try_to_vec::<f32>().unwrap();
-        let c: Vec<f32> = cfg.init(&device, 8).conv1.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let a: Vec<f32> = cfg
+            .init(&device, 7)
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b: Vec<f32> = cfg
+            .init(&device, 7)
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let c: Vec<f32> = cfg
+            .init(&device, 8)
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

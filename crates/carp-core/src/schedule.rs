@@ -90,11 +90,19 @@ mod tests {
         let mut out = Vec::new();
         for i in 0..warm {
             // np.linspace(start, base, warm)
-            out.push(if warm == 1 { start } else { start + (base - start) * i as f64 / (warm - 1) as f64 });
+            out.push(if warm == 1 {
+                start
+            } else {
+                start + (base - start) * i as f64 / (warm - 1) as f64
+            });
         }
         let n = total - warm;
         for i in 0..n {
-            out.push(fin + 0.5 * (base - fin) * (1.0 + (std::f64::consts::PI * i as f64 / n as f64).cos()));
+            out.push(
+                fin + 0.5
+                    * (base - fin)
+                    * (1.0 + (std::f64::consts::PI * i as f64 / n as f64).cos()),
+            );
         }
         out
     }

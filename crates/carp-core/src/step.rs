@@ -132,3 +132,87 @@ pub fn apply_update(
 
 /// Sums the gradients of several micro-batches into one optimiser step.
 pub type Accumulator = GradientsAccumulator<crate::model::CarpModel>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::CarpHeadConfig;
+    use crate::model::CarpModelConfig;
+    use crate::resnet::{Arch, ResNetConfig};
+    use burn::tensor::{Device, Distribution};
+    use rand::SeedableRng;
+
+    fn tiny() -> CarpModelConfig {
+        let mut backbone = ResNetConfig::new(Arch::Resnet18);
+        backbone.base_width = 2;
+        backbone.small_stem = true;
+        CarpModelConfig {
+            head: CarpHeadConfig {
+                hidden_dim: 8,
+                bottleneck_dim: 4,
+                out_dim: 16,
+                ..CarpHeadConfig::new(backbone.output_dim())
+            },
+            backbone,
+        }
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// The release order: the teacher averages the student weights from *before* the LARS
+    /// step; the other order uses the updated ones. The teacher's BatchNorm tracks its own
+    /// statistics (training mode) and the teacher receives no gradient.
+    #[test]
+    fn ema_order_and_teacher_mode() {
+        let device = Device::flex().autodiff();
+        let cfg = tiny();
+        let b = 4;
+        let views = StepViews {
+            groups: vec![
+                Tensor::random([2 * b, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device),
+                Tensor::random([2 * b, 3, 4, 4], Distribution::Normal(0.0, 1.0), &device),
+            ],
+            global_group: 0,
+            batch: b,
+        };
+        let part = Partition::random(16, 4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+        let sched = StepSchedule {
+            lr: 0.5,
+            weight_decay: 1e-4,
+            teacher_momentum: 0.5,
+        };
+        let mut results = Vec::new();
+        for order in [EmaOrder::BeforeStep, EmaOrder::AfterStep] {
+            let model = StudentTeacher::new(&cfg, &device, 3);
+            let rm0 = values(model.teacher.backbone.bn1.running_mean.value_sync());
+            let s0 = values(model.student.head.mlp[0].weight.val());
+            let (losses, grads) = forward_backward(&model, &views, &part, 1.0);
+            assert!(losses.is_finite());
+            // Teacher BatchNorm ran in training mode: its running mean moved.
+            assert_ne!(
+                values(model.teacher.backbone.bn1.running_mean.value_sync()),
+                rm0
+            );
+            let mut lars = Lars::default();
+            let model = apply_update(model, &mut lars, grads, sched, order);
+            let s1 = values(model.student.head.mlp[0].weight.val());
+            let t1 = values(model.teacher.head.mlp[0].weight.val());
+            assert_ne!(s0, s1, "the student moved");
+            let expect_from = if order == EmaOrder::BeforeStep {
+                &s0
+            } else {
+                &s1
+            };
+            // Teacher started equal to the student (s0), m = 0.5.
+            for ((t, a), s) in t1.iter().zip(&s0).zip(expect_from) {
+                assert!((t - (0.5 * a + 0.5 * s)).abs() < 1e-6);
+            }
+            assert!(!model.teacher.head.mlp[0].weight.val().is_require_grad());
+            assert!(model.student.head.mlp[0].weight.val().is_require_grad());
+            results.push(t1);
+        }
+        assert_ne!(results[0], results[1]);
+    }
+}

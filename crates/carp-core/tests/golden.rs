@@ -134,7 +134,8 @@ fn lars_matches_reference_over_three_steps() {
                 }
             };
             if shape.len() == 2 {
-                let mut w = Tensor::<2>::from_data(TensorData::new(w0, [shape[0], shape[1]]), &device);
+                let mut w =
+                    Tensor::<2>::from_data(TensorData::new(w0, [shape[0], shape[1]]), &device);
                 let mut mu = None;
                 for s in 0..lr.len() {
                     let g = Tensor::<2>::from_data(
@@ -150,7 +151,10 @@ fn lars_matches_reference_over_three_steps() {
                 let mut w = Tensor::<1>::from_data(TensorData::new(w0, [shape[0]]), &device);
                 let mut mu = None;
                 for s in 0..lr.len() {
-                    let g = Tensor::<1>::from_data(TensorData::new(floats(&p["grads"][s]), [shape[0]]), &device);
+                    let g = Tensor::<1>::from_data(
+                        TensorData::new(floats(&p["grads"][s]), [shape[0]]),
+                        &device,
+                    );
                     let (nw, nmu) = lars_update(w, g, mu, lr[s], wd[s], momentum, eta);
                     check(s, to_vec(nw.clone()), to_vec(nmu.clone()));
                     w = nw;
@@ -168,15 +172,22 @@ fn gradient_matches_finite_differences() {
     let device = Device::flex().autodiff();
     let (b, k, n) = (3, 8, 4);
     let partition = Partition::from_permutation(vec![5, 2, 7, 0, 1, 6, 3, 4], n);
-    let s: Vec<f32> = (0..4 * b * k).map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0).collect();
-    let t: Vec<f32> = (0..2 * b * k).map(|i| ((i * 11 % 13) as f32 - 6.0) / 6.0).collect();
+    let s: Vec<f32> = (0..4 * b * k)
+        .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
+        .collect();
+    let t: Vec<f32> = (0..2 * b * k)
+        .map(|i| ((i * 11 % 13) as f32 - 6.0) / 6.0)
+        .collect();
     let teacher = Tensor::<2>::from_data(TensorData::new(t, [2 * b, k]), &device);
     let loss_at = |x: &[f32]| -> f64 {
         let st = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [4 * b, k]), &device);
         scalar(carp_loss(st, teacher.clone(), b, &partition).total)
     };
-    let student = Tensor::<2>::from_data(TensorData::new(s.clone(), [4 * b, k]), &device).require_grad();
-    let grads = carp_loss(student.clone(), teacher.clone(), b, &partition).total.backward();
+    let student =
+        Tensor::<2>::from_data(TensorData::new(s.clone(), [4 * b, k]), &device).require_grad();
+    let grads = carp_loss(student.clone(), teacher.clone(), b, &partition)
+        .total
+        .backward();
     let analytic = to_vec(student.grad(&grads).unwrap());
     let h = 1e-2f32;
     for i in (0..s.len()).step_by(7) {

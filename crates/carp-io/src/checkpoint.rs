@@ -100,7 +100,10 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(format(format!("tensor `{name}` is {:?}, expected F32", view.dtype())));
+            return Err(format(format!(
+                "tensor `{name}` is {:?}, expected F32",
+                view.dtype()
+            )));
         }
         let values = view
             .data()
@@ -171,6 +174,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.safetensors");
         fs::write(&path, b"not a checkpoint at all").unwrap();
-        assert!(matches!(read_checkpoint(&path), Err(CheckpointError::Format { .. })));
+        assert!(matches!(
+            read_checkpoint(&path),
+            Err(CheckpointError::Format { .. })
+        ));
     }
 }

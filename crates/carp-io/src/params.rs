@@ -29,13 +29,16 @@ impl HostTensor {
 
 /// Every float tensor of `module` (parameters and BatchNorm running statistics), keyed by
 /// `prefix` + module path.
+///
+/// BatchNorm keeps its latest running-statistics update pending until it is synchronised;
+/// the values are read through [`Module::valid`], which synchronises them first.
 pub fn collect<M: Module>(module: &M, prefix: &str) -> BTreeMap<String, HostTensor> {
     let mut visitor = Collect {
         path: ParamPath::default(),
         prefix: prefix.to_string(),
         out: BTreeMap::new(),
     };
-    module.visit(&mut visitor);
+    module.valid().visit(&mut visitor);
     visitor.out
 }
 
@@ -125,7 +128,8 @@ impl ModuleMapper for Apply<'_> {
         let require_grad = tensor.is_require_grad();
         let device = tensor.device();
         let shape: [usize; D] = host.shape.clone().try_into().expect("rank checked above");
-        let mut value = Tensor::<D>::from_data(TensorData::new(host.values.clone(), shape), &device);
+        let mut value =
+            Tensor::<D>::from_data(TensorData::new(host.values.clone(), shape), &device);
         if require_grad {
             value = value.require_grad();
         }
