@@ -1,0 +1,112 @@
+//! Train-step throughput of a preset on random inputs (the model step only, no data
+//! pipeline), the same measurement as `bench/pytorch_train_step.py`.
+//!
+//! ```text
+//! cargo bench -p carp-train --bench train_step -- [--preset cifar] [--steps 10] [--warmup 2]
+//!     [--batch 64] [--local-views 4] [--threads 2] [--json]
+//! ```
+//!
+//! img/s counts images (not views) per second of full training steps: student and teacher
+//! forward, loss, backward, EMA and LARS.
+
+use burn::tensor::{Device, Distribution, Tensor};
+use carp_core::lars::Lars;
+use carp_core::model::StudentTeacher;
+use carp_core::partition::Partition;
+use carp_core::step::{apply_update, forward_backward, EmaOrder, StepSchedule, StepViews};
+use carp_train::pretrain::partition_rng;
+use carp_train::Config;
+use std::time::Instant;
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let preset: String = arg(&args, "--preset", "cifar".to_string());
+    let steps: usize = arg(&args, "--steps", 10);
+    let warmup: usize = arg(&args, "--warmup", 2);
+    let threads: usize = arg(&args, "--threads", 2);
+    let json = args.iter().any(|a| a == "--json");
+    let mut cfg = Config::preset(&preset).expect("known preset");
+    cfg.optim.batch_size = arg(&args, "--batch", cfg.optim.batch_size);
+    cfg.views.local_views = arg(&args, "--local-views", cfg.views.local_views);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .expect("thread pool");
+    let device = Device::flex().autodiff();
+    let b = cfg.optim.batch_size;
+    let (g, l, m) = (
+        cfg.views.global_size as usize,
+        cfg.views.local_size as usize,
+        cfg.views.local_views,
+    );
+    let mut groups = vec![Tensor::<4>::random(
+        [2 * b, 3, g, g],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    )];
+    if m > 0 {
+        groups.push(Tensor::<4>::random(
+            [m * b, 3, l, l],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        ));
+    }
+    let views = StepViews {
+        groups,
+        global_group: 0,
+        batch: b,
+    };
+    let mut model = StudentTeacher::new(&cfg.model_config(), &device, 0);
+    let mut lars = Lars::new(0.9, 0.001);
+    let schedule = StepSchedule {
+        lr: 0.45 * b as f64 / 256.0,
+        weight_decay: 1e-6,
+        teacher_momentum: 0.996,
+    };
+    let (mut fb, mut upd) = (0.0, 0.0);
+    let mut start = Instant::now();
+    for it in 0..warmup + steps {
+        if it == warmup {
+            start = Instant::now();
+            fb = 0.0;
+            upd = 0.0;
+        }
+        let part = Partition::random(
+            cfg.model.out_dim,
+            cfg.model.partition_size,
+            &mut partition_rng(0, it),
+        );
+        let t0 = Instant::now();
+        let (losses, grads) = forward_backward(&model, &views, &part, 1.0);
+        let t1 = Instant::now();
+        model = apply_update(model, &mut lars, grads, schedule, EmaOrder::BeforeStep);
+        device.sync().expect("sync");
+        fb += (t1 - t0).as_secs_f64();
+        upd += t1.elapsed().as_secs_f64();
+        assert!(losses.is_finite());
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let img_per_s = (steps * b) as f64 / wall;
+    if json {
+        println!(
+            "{{\"framework\":\"carp\",\"img_per_s\":{img_per_s:.3},\"step_s\":{:.4},\"forward_backward_s\":{:.4},\"update_s\":{:.4},\"threads\":{threads},\"batch\":{b},\"preset\":\"{preset}\"}}",
+            wall / steps as f64,
+            fb / steps as f64,
+            upd / steps as f64
+        );
+    } else {
+        println!(
+            "carp img/s: {img_per_s:.1} (threads {threads}, batch {b}, steps {steps}, preset {preset}; per step: forward+backward {:.3} s, EMA+LARS {:.3} s)",
+            fb / steps as f64,
+            upd / steps as f64
+        );
+    }
+}

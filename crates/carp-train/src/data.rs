@@ -1,0 +1,107 @@
+//! Opening the run's data: training images, the multi-crop recipe, k-NN evaluation splits.
+
+use crate::config::{Config, DataConfig, ViewsConfig};
+use crate::error::TrainError;
+use carp_data::{Dataset, ImageFolder, MultiCropRecipe, SyntheticShapes};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The data sets of a run.
+#[derive(Clone)]
+pub struct RunData {
+    /// Images to pretrain on (labels unused).
+    pub train: Arc<dyn Dataset>,
+    /// Labelled memory bank for the k-NN evaluation, if any.
+    pub eval_train: Option<Arc<dyn Dataset>>,
+    /// Labelled held-out images for the k-NN evaluation, if any.
+    pub eval_test: Option<Arc<dyn Dataset>>,
+}
+
+/// Opens a data source: `synthetic` is not accepted here, a path or `imagefolder:PATH` is.
+pub fn open_source(spec: &str, key: &str) -> Result<Arc<dyn Dataset>, TrainError> {
+    let path = spec.strip_prefix("imagefolder:").unwrap_or(spec);
+    if let Some((kind, _)) = spec.split_once(':') {
+        if kind != "imagefolder" && !Path::new(spec).exists() {
+            return Err(TrainError::Config {
+                key: key.into(),
+                message: format!("unknown data kind `{kind}` in `{spec}` (supported: imagefolder:PATH, synthetic)"),
+            });
+        }
+    }
+    Ok(Arc::new(ImageFolder::open(Path::new(path))?))
+}
+
+/// Opens the training and evaluation data that `cfg` names.
+pub fn open(cfg: &DataConfig, seed: u64) -> Result<RunData, TrainError> {
+    if cfg.train == "synthetic" {
+        let (train, test) = SyntheticShapes::split(
+            seed,
+            cfg.synthetic_train,
+            cfg.synthetic_test,
+            cfg.image_size,
+        );
+        let train: Arc<dyn Dataset> = Arc::new(train);
+        let test: Arc<dyn Dataset> = Arc::new(test);
+        let eval_test = if cfg.eval.is_empty() {
+            Some(test)
+        } else {
+            Some(open_source(&cfg.eval, "data.eval")?)
+        };
+        let eval_train = if cfg.eval_train.is_empty() {
+            Some(train.clone())
+        } else {
+            Some(open_source(&cfg.eval_train, "data.eval_train")?)
+        };
+        return Ok(RunData {
+            train,
+            eval_train,
+            eval_test,
+        });
+    }
+    let train = open_source(&cfg.train, "data.train")?;
+    let eval_test = if cfg.eval.is_empty() {
+        None
+    } else {
+        Some(open_source(&cfg.eval, "data.eval")?)
+    };
+    let eval_train = if !cfg.eval_train.is_empty() {
+        Some(open_source(&cfg.eval_train, "data.eval_train")?)
+    } else if train.num_classes() > 0 {
+        Some(train.clone())
+    } else {
+        None
+    };
+    Ok(RunData {
+        train,
+        eval_train,
+        eval_test,
+    })
+}
+
+/// The multi-crop recipe of spec §2 with the configured sizes, scales and number of locals.
+pub fn recipe(views: &ViewsConfig) -> MultiCropRecipe {
+    let mut recipe = MultiCropRecipe::carp(
+        views.global_size,
+        views.local_size,
+        (views.global_scale[0], views.global_scale[1]),
+        (views.local_scale[0], views.local_scale[1]),
+        views.local_views,
+    );
+    if !views.blur {
+        for v in &mut recipe.views {
+            v.blur_prob = 0.0;
+        }
+    }
+    recipe
+}
+
+/// Resize and centre-crop sizes of the evaluation transform (spec §6): identity for small
+/// images, short side `global·256/224` then a `global` crop for larger ones.
+pub fn eval_sizes(cfg: &Config) -> (Option<u32>, Option<u32>) {
+    let g = cfg.views.global_size;
+    if g <= 64 {
+        (None, Some(g))
+    } else {
+        (Some(g * 256 / 224), Some(g))
+    }
+}

@@ -1,0 +1,114 @@
+//! The training state saved in a checkpoint and restored on resume.
+//!
+//! One safetensors file holds `student.*` and `teacher.*` (parameters and BatchNorm running
+//! statistics, by module path), `optim.momentum.*` (LARS buffers) and JSON metadata: the
+//! next step, the epoch, the seed and the resolved configuration. Randomness needs no saved
+//! generator state: every draw derives from (seed, epoch, step or sample index).
+
+use crate::config::Config;
+use crate::error::TrainError;
+use burn::tensor::{Device, Tensor, TensorData};
+use carp_core::lars::Lars;
+use carp_core::model::StudentTeacher;
+use carp_io::params::{self, ApplyIssue, HostTensor};
+use carp_io::Checkpoint;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Format tag stored in the metadata.
+pub const FORMAT: &str = "carp-checkpoint";
+/// Version of the checkpoint layout.
+pub const VERSION: u64 = 1;
+const MOMENTUM: &str = "optim.momentum.";
+
+/// Snapshot of the run at an optimiser-step boundary.
+pub fn snapshot(
+    model: &StudentTeacher,
+    lars: &Lars,
+    next_step: usize,
+    epoch: usize,
+    cfg: &Config,
+) -> Checkpoint {
+    let mut tensors = params::collect(&model.student, "student.");
+    tensors.extend(params::collect(&model.teacher, "teacher."));
+    for (path, mu) in lars.buffers() {
+        tensors.insert(
+            format!("{MOMENTUM}{path}"),
+            HostTensor::from_tensor(mu.clone()),
+        );
+    }
+    let meta = serde_json::json!({
+        "format": FORMAT,
+        "version": VERSION,
+        "next_step": next_step,
+        "epoch": epoch,
+        "seed": cfg.run.seed,
+        "config": cfg.to_toml(),
+    });
+    Checkpoint { tensors, meta }
+}
+
+/// Restores `model` and `lars` from a checkpoint; returns the step to continue from.
+///
+/// Strict: every parameter must be present with the same shape, and the checkpoint's model
+/// configuration must equal `cfg`'s.
+pub fn restore(
+    ckpt: &Checkpoint,
+    path: &Path,
+    model: StudentTeacher,
+    lars: &mut Lars,
+    cfg: &Config,
+    optim_device: &Device,
+) -> Result<(StudentTeacher, usize), TrainError> {
+    let fail = |message: String| TrainError::Resume {
+        path: path.to_path_buf(),
+        message,
+    };
+    if ckpt.meta["format"] != FORMAT {
+        return Err(fail(format!(
+            "not a {FORMAT} (format {})",
+            ckpt.meta["format"]
+        )));
+    }
+    let saved = ckpt.meta["config"]
+        .as_str()
+        .ok_or_else(|| fail("no config in metadata".into()))?;
+    let saved = Config::from_toml(saved, "checkpoint config")?;
+    if saved.model != cfg.model {
+        return Err(fail(
+            "the model configuration differs from the checkpoint's".into(),
+        ));
+    }
+    let next_step = ckpt.meta["next_step"]
+        .as_u64()
+        .ok_or_else(|| fail("no next_step".into()))? as usize;
+    let StudentTeacher { student, teacher } = model;
+    let (student, issues_s) = params::apply(student, &ckpt.tensors, "student.");
+    let (teacher, issues_t) = params::apply(teacher, &ckpt.tensors, "teacher.");
+    if let Some(issue) = issues_s.iter().chain(&issues_t).next() {
+        return Err(fail(match issue {
+            ApplyIssue::Missing(key) => format!("missing tensor `{key}`"),
+            ApplyIssue::Shape {
+                key,
+                expected,
+                found,
+            } => {
+                format!("`{key}` has shape {found:?}, the model expects {expected:?}")
+            }
+        }));
+    }
+    let buffers: BTreeMap<String, Tensor<1>> = ckpt
+        .tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            let path = k.strip_prefix(MOMENTUM)?;
+            let n = t.values.len();
+            Some((
+                path.to_string(),
+                Tensor::from_data(TensorData::new(t.values.clone(), [n]), optim_device),
+            ))
+        })
+        .collect();
+    lars.set_buffers(buffers);
+    Ok((StudentTeacher { student, teacher }, next_step))
+}
