@@ -2,11 +2,18 @@
 //!
 //! Image `i` is drawn from a generator seeded by `(seed, i)`, so any image can be made on
 //! demand, in any order, on any thread. Its label is its shape kind, `i % 10`
-//! ([`CLASS_NAMES`]). Everything else is random and unrelated to the label: background
-//! (plain colour, linear gradient between two colours, or low-contrast noise), foreground
-//! colours (kept at least 0.25 apart in luma from the background so the shape survives
-//! grayscale), position, size (diameter 30-70 % of the side) and, where the kind allows,
-//! rotation. Edges are anti-aliased with 2x2 supersampling.
+//! ([`CLASS_NAMES`]). The label shows in two ways that survive cropping, flipping and colour
+//! changes: the shape, and (in half of the images) stripes in the background at the
+//! class's orientation (`class · 10°`). Everything else is random and unrelated to the
+//! label: the background's muted colours and kind (stripes of random period and phase,
+//! plain, gradient or low-contrast noise), the foreground colours (kept at least 0.25 apart
+//! in luma from the background so the shape survives grayscale), position, size (diameter
+//! 30-70 % of the side) and, where the kind allows, rotation. Edges are anti-aliased with
+//! 2x2 supersampling.
+//!
+//! Why muted backgrounds: a background covers most of an image, and with vivid random
+//! colours the colour pair alone tells two views of one image from all others, so a short
+//! self-supervised run learns that label-free shortcut rather than shapes.
 
 use crate::seed::{mix_seed, tag};
 use crate::{DataError, Dataset};
@@ -92,7 +99,7 @@ impl SyntheticShapes {
             ChaCha8Rng::seed_from_u64(mix_seed(&[tag::SYNTHETIC, self.cfg.seed, index as u64]));
         let n = self.cfg.image_size as usize;
         let mut buf = vec![0.0f32; 3 * n * n];
-        let bg_luma = draw_background(&mut buf, n, &mut rng);
+        let bg_luma = draw_background(&mut buf, n, index % NUM_CLASSES, &mut rng);
         let fg = contrasting_colour(&mut rng, bg_luma, 0.25);
         let fg2 = contrasting_colour(&mut rng, luma(fg), 0.3);
         let shape = Shape::draw(index % NUM_CLASSES, self.cfg.image_size as f32, &mut rng);
@@ -147,6 +154,34 @@ fn luma(c: [f32; 3]) -> f32 {
     w[0] * c[0] + w[1] * c[1] + w[2] * c[2]
 }
 
+/// HSV (all in [0, 1]) to RGB.
+fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
+    let h6 = h * 6.0;
+    let i = h6.floor() as i32 % 6;
+    let f = h6 - h6.floor();
+    let (p, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
+    match i {
+        0 => [v, t, p],
+        1 => [q, v, p],
+        2 => [p, v, t],
+        3 => [p, q, v],
+        4 => [t, p, v],
+        _ => [v, p, q],
+    }
+}
+
+/// A muted background colour: any hue, saturation at most 0.25, value in [0.1, 0.9].
+///
+/// Backgrounds cover most of an image; vivid random ones would be the dominant (and
+/// label-free) cue for telling images apart.
+fn background_colour<R: Rng + ?Sized>(rng: &mut R) -> [f32; 3] {
+    hsv_to_rgb(
+        rng.random(),
+        rng.random_range(0.0..0.25),
+        rng.random_range(0.1..0.9),
+    )
+}
+
 /// A uniform random colour.
 fn random_colour<R: Rng + ?Sized>(rng: &mut R) -> [f32; 3] {
     [rng.random(), rng.random(), rng.random()]
@@ -170,8 +205,25 @@ fn contrasting_colour<R: Rng + ?Sized>(rng: &mut R, target: f32, gap: f32) -> [f
 }
 
 /// Fills the HWC buffer with a random background; returns its mean luma.
-fn draw_background<R: Rng + ?Sized>(buf: &mut [f32], n: usize, rng: &mut R) -> f32 {
-    let c1 = random_colour(rng);
+///
+/// Half of the backgrounds are stripes at the class's orientation (`class · 10°`, so a
+/// horizontal flip, which maps θ to -θ, never turns one class into another), with a random
+/// period, phase and pair of muted colours; the others are plain, gradient or noise.
+fn draw_background<R: Rng + ?Sized>(buf: &mut [f32], n: usize, class: usize, rng: &mut R) -> f32 {
+    let c1 = background_colour(rng);
+    if rng.random_bool(0.5) {
+        let c2 = background_colour(rng);
+        let angle = (class as f32 * 10.0 + rng.random_range(-3.0..3.0f32)).to_radians();
+        let (s, c) = angle.sin_cos();
+        let period = rng.random_range(4.0..7.0f32);
+        let phase = rng.random_range(0.0..1.0f32);
+        for (k, px) in buf.chunks_exact_mut(3).enumerate() {
+            let (x, y) = ((k % n) as f32 + 0.5, (k / n) as f32 + 0.5);
+            let t = ((x * c + y * s) / period + phase).rem_euclid(1.0);
+            px.copy_from_slice(if t < 0.5 { &c1 } else { &c2 });
+        }
+        return 0.5 * (luma(c1) + luma(c2));
+    }
     match rng.random_range(0..3u32) {
         0 => {
             for px in buf.chunks_exact_mut(3) {
@@ -181,7 +233,7 @@ fn draw_background<R: Rng + ?Sized>(buf: &mut [f32], n: usize, rng: &mut R) -> f
         }
         1 => {
             // Linear gradient c1 → c2 across the image in a random direction.
-            let c2 = random_colour(rng);
+            let c2 = background_colour(rng);
             let angle = rng.random_range(0.0..2.0 * PI);
             let (s, c) = angle.sin_cos();
             let half = n as f32 / 2.0;
@@ -409,7 +461,7 @@ mod tests {
         for i in 0..500 {
             let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[tag::SYNTHETIC, 1, i as u64]));
             let mut bg = vec![0.0f32; 3 * 32 * 32];
-            draw_background(&mut bg, 32, &mut rng);
+            draw_background(&mut bg, 32, i % NUM_CLASSES, &mut rng);
             let img = s.render(i);
             let changed = img
                 .as_raw()
@@ -482,6 +534,61 @@ mod tests {
                     CLASS_NAMES[b]
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod class_cue_tests {
+    use super::*;
+
+    /// Striped backgrounds run at the class's orientation: the dominant gradient direction
+    /// of a plain striped patch changes with the class and not within it.
+    #[test]
+    fn striped_background_follows_the_class_orientation() {
+        let n = 64;
+        let angle_of = |class: usize, seed: u64| -> Option<f32> {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut buf = vec![0.0f32; 3 * n * n];
+            draw_background(&mut buf, n, class, &mut rng);
+            // Structure tensor of the luma image.
+            let l = |x: usize, y: usize| {
+                luma([
+                    buf[3 * (y * n + x)],
+                    buf[3 * (y * n + x) + 1],
+                    buf[3 * (y * n + x) + 2],
+                ])
+            };
+            let (mut xx, mut yy, mut xy) = (0.0f64, 0.0f64, 0.0f64);
+            for y in 1..n - 1 {
+                for x in 1..n - 1 {
+                    let gx = (l(x + 1, y) - l(x - 1, y)) as f64;
+                    let gy = (l(x, y + 1) - l(x, y - 1)) as f64;
+                    xx += gx * gx;
+                    yy += gy * gy;
+                    xy += gx * gy;
+                }
+            }
+            if xx + yy < 20.0 {
+                return None; // plain, gradient or noise background, or two similar colours
+            }
+            Some((0.5 * (2.0 * xy).atan2(xx - yy)).to_degrees() as f32)
+        };
+        for class in [0usize, 3, 6, 9] {
+            let angles: Vec<f32> = (0..40).filter_map(|s| angle_of(class, s)).collect();
+            assert!(
+                angles.len() >= 5,
+                "class {class}: too few striped backgrounds"
+            );
+            let want = class as f32 * 10.0;
+            let near = angles
+                .iter()
+                .filter(|a| {
+                    let d = (*a - want).rem_euclid(180.0);
+                    d.min(180.0 - d) < 8.0
+                })
+                .count();
+            assert!(near * 10 >= angles.len() * 8, "class {class}: {angles:?}");
         }
     }
 }
