@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo bench -p carp-train --bench train_step -- [--preset cifar] [--steps 10] [--warmup 2]
-//!     [--batch 64] [--local-views 4] [--threads 2] [--json]
+//!     [--batch 64] [--local-views 4] [--global-size 32] [--local-size 16] [--base-width 64]
+//!     [--threads 2] [--json]
 //! ```
 //!
 //! img/s counts images (not views) per second of full training steps: student and teacher
@@ -36,6 +37,9 @@ fn main() {
     let mut cfg = Config::preset(&preset).expect("known preset");
     cfg.optim.batch_size = arg(&args, "--batch", cfg.optim.batch_size);
     cfg.views.local_views = arg(&args, "--local-views", cfg.views.local_views);
+    cfg.views.global_size = arg(&args, "--global-size", cfg.views.global_size);
+    cfg.views.local_size = arg(&args, "--local-size", cfg.views.local_size);
+    cfg.model.base_width = arg(&args, "--base-width", cfg.model.base_width);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()

@@ -238,7 +238,7 @@ pub fn pretrain_with(cfg: &Config, device: &Device, data: RunData) -> Result<Sum
                 });
             }
             let sched = schedules.at(it);
-            let boundary = (it + 1) % accum == 0;
+            let boundary = (it + 1).is_multiple_of(accum);
             if accum == 1 {
                 model = apply_update(model, &mut lars, grads, sched, cfg.optim.ema_order);
             } else {
@@ -250,7 +250,7 @@ pub fn pretrain_with(cfg: &Config, device: &Device, data: RunData) -> Result<Sum
             }
             window_images += batch;
             it += 1;
-            if it % cfg.run.log_every == 0 || it == end {
+            if it.is_multiple_of(cfg.run.log_every) || it == end {
                 let secs = window_start.elapsed().as_secs_f64();
                 let record = StepRecord {
                     step: it - 1,
@@ -281,12 +281,12 @@ pub fn pretrain_with(cfg: &Config, device: &Device, data: RunData) -> Result<Sum
                 window_images = 0;
                 data_wait = 0.0;
             }
-            let epoch_done = it % spe == 0;
-            if (epoch_done || it == end) && it % accum == 0 {
+            let epoch_done = it.is_multiple_of(spe);
+            if (epoch_done || it == end) && it.is_multiple_of(accum) {
                 let ckpt = state::snapshot(&model, &lars, it, it / spe, cfg);
                 write_checkpoint(&ckpt_path, &ckpt)?;
                 let keep = cfg.run.keep_every_epochs;
-                if epoch_done && keep > 0 && (it / spe) % keep == 0 {
+                if epoch_done && keep > 0 && (it / spe).is_multiple_of(keep) {
                     let kept = out.join(format!("checkpoint-ep{:04}.safetensors", it / spe));
                     std::fs::copy(&ckpt_path, &kept).map_err(io_err(&kept))?;
                 }
