@@ -5,7 +5,7 @@ use crate::lars::Lars;
 use crate::loss::carp_loss;
 use crate::model::StudentTeacher;
 use crate::partition::Partition;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
 /// Schedule values for one iteration (spec §5), indexed by the global micro-batch counter.
@@ -129,9 +129,6 @@ pub fn apply_update(
         }
     }
 }
-
-/// Sums the gradients of several micro-batches into one optimiser step.
-pub type Accumulator = GradientsAccumulator<crate::model::CarpModel>;
 
 #[cfg(test)]
 mod tests {

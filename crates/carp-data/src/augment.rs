@@ -447,7 +447,7 @@ fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
 }
 
 /// HSV to RGB, torchvision's `_hsv2rgb`.
-fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
+pub(crate) fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
     let h6 = h * 6.0;
     let i = h6.floor();
     let f = h6 - i;

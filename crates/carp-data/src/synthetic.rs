@@ -15,6 +15,7 @@
 //! colours the colour pair alone tells two views of one image from all others, so a short
 //! self-supervised run learns that label-free shortcut rather than shapes.
 
+use crate::augment::hsv_to_rgb;
 use crate::seed::{mix_seed, tag};
 use crate::{DataError, Dataset};
 use image::RgbImage;
@@ -152,22 +153,6 @@ impl Dataset for SyntheticShapes {
 fn luma(c: [f32; 3]) -> f32 {
     let w = crate::augment::LUMA;
     w[0] * c[0] + w[1] * c[1] + w[2] * c[2]
-}
-
-/// HSV (all in [0, 1]) to RGB.
-fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
-    let h6 = h * 6.0;
-    let i = h6.floor() as i32 % 6;
-    let f = h6 - h6.floor();
-    let (p, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
-    match i {
-        0 => [v, t, p],
-        1 => [q, v, p],
-        2 => [p, v, t],
-        3 => [p, q, v],
-        4 => [t, p, v],
-        _ => [v, p, q],
-    }
 }
 
 /// A muted background colour: any hue, saturation at most 0.25, value in [0.1, 0.9].

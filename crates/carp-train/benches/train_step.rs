@@ -4,13 +4,13 @@
 //! ```text
 //! cargo bench -p carp-train --bench train_step -- [--preset cifar] [--steps 10] [--warmup 2]
 //!     [--batch 64] [--local-views 4] [--global-size 32] [--local-size 16] [--base-width 64]
-//!     [--threads 2] [--json]
+//!     [--device cpu|ndarray|vulkan] [--threads 2] [--json]
 //! ```
 //!
 //! img/s counts images (not views) per second of full training steps: student and teacher
 //! forward, loss, backward, EMA and LARS.
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor};
 use carp_core::lars::Lars;
 use carp_core::model::StudentTeacher;
 use carp_core::partition::Partition;
@@ -44,7 +44,10 @@ fn main() {
         .num_threads(threads)
         .build_global()
         .expect("thread pool");
-    let device = Device::flex().autodiff();
+    let device_name: String = arg(&args, "--device", "cpu".to_string());
+    let device = carp_train::device::parse_device(&device_name)
+        .expect("device (ndarray needs --features ndarray)")
+        .autodiff();
     let b = cfg.optim.batch_size;
     let (g, l, m) = (
         cfg.views.global_size as usize,
@@ -101,14 +104,14 @@ fn main() {
     let img_per_s = (steps * b) as f64 / wall;
     if json {
         println!(
-            "{{\"framework\":\"carp\",\"img_per_s\":{img_per_s:.3},\"step_s\":{:.4},\"forward_backward_s\":{:.4},\"update_s\":{:.4},\"threads\":{threads},\"batch\":{b},\"preset\":\"{preset}\"}}",
+            "{{\"framework\":\"carp\",\"img_per_s\":{img_per_s:.3},\"step_s\":{:.4},\"forward_backward_s\":{:.4},\"update_s\":{:.4},\"threads\":{threads},\"batch\":{b},\"preset\":\"{preset}\",\"device\":\"{device_name}\"}}",
             wall / steps as f64,
             fb / steps as f64,
             upd / steps as f64
         );
     } else {
         println!(
-            "carp img/s: {img_per_s:.1} (threads {threads}, batch {b}, steps {steps}, preset {preset}; per step: forward+backward {:.3} s, EMA+LARS {:.3} s)",
+            "carp img/s: {img_per_s:.1} (device {device_name}, threads {threads}, batch {b}, steps {steps}, preset {preset}; per step: forward+backward {:.3} s, EMA+LARS {:.3} s)",
             fb / steps as f64,
             upd / steps as f64
         );
