@@ -420,30 +420,16 @@ mod tests {
         let device = Device::flex();
         let mut cfg = ResNetConfig::new(Arch::Resnet18);
         cfg.base_width = 4;
-        let a: Vec<f32> = cfg
-            .init(&device, 7)
-            .conv1
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let b: Vec<f32> = cfg
-            .init(&device, 7)
-            .conv1
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let c: Vec<f32> = cfg
-            .init(&device, 8)
-            .conv1
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let stem = |seed| -> Vec<f32> {
+            let net = cfg.init(&device, seed);
+            net.conv1
+                .weight
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let (a, b, c) = (stem(7), stem(7), stem(8));
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -337,28 +337,15 @@ fn evaluate(
     };
     let sizes = data::eval_sizes(cfg);
     let max = cfg.data.eval_max_images;
-    let trained_backbone = model.teacher.backbone.valid();
-    let trained = knn_eval(
-        &trained_backbone,
-        bank.as_ref(),
-        test.as_ref(),
-        sizes,
-        max,
-        device,
-    )?;
-    let init_backbone = cfg
+    let knn = |backbone: &carp_core::resnet::ResNet| {
+        knn_eval(backbone, bank.as_ref(), test.as_ref(), sizes, max, device)
+    };
+    let trained = knn(&model.teacher.backbone.valid())?;
+    let init = knn(&cfg
         .model_config()
         .backbone
         .init(device, cfg.run.seed)
-        .valid();
-    let init = knn_eval(
-        &init_backbone,
-        bank.as_ref(),
-        test.as_ref(),
-        sizes,
-        max,
-        device,
-    )?;
+        .valid())?;
     let pick = |r: &[KnnResult]| r.iter().find(|x| x.k == 20).or_else(|| r.last()).cloned();
     let (Some(t), Some(i)) = (pick(&trained), pick(&init)) else {
         return Ok(None);
