@@ -22,7 +22,9 @@
 pub mod checkpoint;
 pub mod error;
 pub mod params;
+mod pickle_meta;
+pub mod pytorch;
 
 pub use checkpoint::{read_checkpoint, write_checkpoint, Checkpoint};
-pub use error::CheckpointError;
+pub use error::{CheckpointError, IoError};
 pub use params::HostTensor;
