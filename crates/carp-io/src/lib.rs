@@ -21,6 +21,8 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod export;
+pub mod keymap;
 pub mod params;
 mod pickle_meta;
 pub mod pytorch;
