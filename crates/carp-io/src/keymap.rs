@@ -415,9 +415,16 @@ pub fn import_backbone(
     if file.container == "Safetensors" && is_carp_native(&file.tensors) {
         return import_native(path, file, format, key);
     }
+    let detected = detect(&file.tensors);
     let format = match format {
+        // What `carp convert` writes is torchvision-named whatever the source was.
+        Some(Format::Carp | Format::Dino)
+            if file.container == "Safetensors" && detected == Some(Format::Torchvision) =>
+        {
+            Format::Torchvision
+        }
         Some(f) => f,
-        None => detect(&file.tensors).ok_or_else(|| {
+        None => detected.ok_or_else(|| {
             layout(format!(
                 "cannot tell which method's layout this is (top-level keys {:?}); pass --format",
                 top_level_keys(&file.tensors)

@@ -131,6 +131,8 @@ fn carp_release_legacy_format_and_student_key() {
     let imported = keymap::import_backbone(&fixture("carp_legacy.pth"), None, None).unwrap();
     assert_eq!(imported.format, Format::Carp);
     assert_eq!(imported.metadata["epoch"], "200");
+    assert_eq!(imported.metadata["args.data_path"], "/data/imagenet");
+    assert_eq!(imported.metadata["args.use_fp16"], "True");
     let err = rel_err(
         &features(&imported, &exp["carp"]),
         &floats(&exp["carp"]["features"]),
@@ -241,6 +243,11 @@ fn export_round_trips_through_both_name_sets() {
         assert_eq!(back.backbone, imported.backbone, "{names:?}");
         assert_eq!(back.head, imported.head, "{names:?}");
     }
+    // `--format carp` on a converted file (torchvision names) still reads it.
+    let tv_path = dir.path().join("tv.safetensors");
+    let back = keymap::import_backbone(&tv_path, Some(Format::Carp), None).unwrap();
+    assert_eq!(back.format, Format::Torchvision);
+    assert_eq!(back.backbone, imported.backbone);
     // The torchvision file holds exactly torchvision's keys minus `fc`.
     let tv = keymap::read_tensors(&dir.path().join("tv.safetensors")).unwrap();
     assert!(tv.tensors.contains_key("layer1.0.bn1.num_batches_tracked"));
