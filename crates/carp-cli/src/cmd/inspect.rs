@@ -1,7 +1,16 @@
 //! `carp inspect FILE`: what a checkpoint holds (keys, shapes, dtypes, metadata).
 
 use carp_io::keymap;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
+
+/// `writeln!` into a `String` (cannot fail).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {
+        writeln!($out, $($arg)*).expect("writing to a String")
+    };
+}
 use std::process::ExitCode;
 
 /// Flags of `carp inspect`.
@@ -14,9 +23,12 @@ pub struct Args {
 /// Prints the container, every tensor (dtype, shape), the plain values and, where the layout
 /// is recognised, the method and the ResNet its backbone describes.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Collected first and written once, so that `carp inspect X | head` ends quietly.
+    let mut out = String::new();
     let file = keymap::read_tensors(&args.file)?;
     let elements: usize = file.tensors.values().map(|t| t.values.len()).sum();
-    println!(
+    outln!(
+        out,
         "{}: {} container, {} tensors, {} elements",
         args.file.display(),
         file.container,
@@ -24,12 +36,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         elements
     );
     for (k, t) in &file.tensors {
-        println!("  {k}  {}  {:?}", file.dtypes[k], t.shape);
+        outln!(out, "  {k}  {}  {:?}", file.dtypes[k], t.shape);
     }
     if !file.metadata.is_empty() {
-        println!("metadata:");
+        outln!(out, "metadata:");
         for (k, v) in &file.metadata {
-            println!("  {k} = {v}");
+            outln!(out, "  {k} = {v}");
         }
     }
     match keymap::import_backbone(&args.file, None, None) {
@@ -44,7 +56,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     )
                 })
                 .unwrap_or_else(|e| format!("not a carp ResNet ({e})"));
-            println!(
+            outln!(
+                out,
                 "layout: {} (weights from `{}`, sub-module `{}`): {} backbone tensors, {}; head: {}",
                 imported.format,
                 if imported.report.top.is_empty() { "root" } else { &imported.report.top },
@@ -59,7 +72,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             );
         }
-        Err(e) => println!("layout: not recognised ({e})"),
+        Err(e) => outln!(out, "layout: not recognised ({e})"),
     }
-    Ok(ExitCode::SUCCESS)
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
