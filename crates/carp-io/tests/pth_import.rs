@@ -254,3 +254,111 @@ fn export_round_trips_through_both_name_sets() {
     assert!(tv.tensors.contains_key("bn1.weight") && !tv.tensors.contains_key("bn1.gamma"));
     assert_eq!(tv.dtypes["bn1.num_batches_tracked"], "I64");
 }
+
+/// Every layout's key map on synthetic files: a ResNet-18 state dict wrapped the way each
+/// method saves it (prefixes from the issue; not checked against the real released files),
+/// plus the extras each drops. Stored as safetensors, which the importer reads like a `.pth`.
+#[test]
+fn every_layout_maps_to_torchvision_names() {
+    use carp_core::resnet::{Arch, ResNetConfig};
+    let device = Device::flex();
+    let mut cfg = ResNetConfig::new(Arch::Resnet18);
+    cfg.base_width = 2;
+    let tv = keymap::backbone_from_carp_names(&carp_io::params::collect(&cfg.init(&device, 0), ""));
+    let extra = |shape: Vec<usize>| carp_io::HostTensor {
+        values: vec![0.5; shape.iter().product()],
+        shape,
+    };
+    let cases: [(Format, &str, &[&str], bool); 11] = [
+        (
+            Format::Swav,
+            "state_dict.module.",
+            &["projection_head.0.weight", "prototypes.weight"],
+            true,
+        ),
+        (
+            Format::DeepClusterV2,
+            "module.",
+            &["prototypes.weight"],
+            false,
+        ),
+        (
+            Format::SelaV2,
+            "state_dict.module.",
+            &["projection_head.0.weight"],
+            false,
+        ),
+        (
+            Format::MocoV3,
+            "state_dict.module.base_encoder.",
+            &["fc.0.weight"],
+            true,
+        ),
+        (Format::Barlow, "", &["fc.weight"], true),
+        (Format::Vicreg, "model.module.backbone.", &[], true),
+        (
+            Format::InfoMin,
+            "model.encoder.module.",
+            &["fc.weight"],
+            true,
+        ),
+        (Format::Obow, "network.", &["fc.weight"], true),
+        (
+            Format::PclV2,
+            "state_dict.module.encoder_q.",
+            &["fc.0.weight"],
+            true,
+        ),
+        (Format::Triplet, "state_dict.module.", &["fc.weight"], false),
+        (
+            Format::Torchvision,
+            "state_dict.",
+            &["fc.weight", "fc.bias"],
+            true,
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (format, prefix, extras, detectable) in cases {
+        let mut tensors: std::collections::BTreeMap<_, _> = tv
+            .iter()
+            .map(|(k, t)| (format!("{prefix}{k}"), t.clone()))
+            .collect();
+        for e in extras {
+            tensors.insert(format!("{prefix}{e}"), extra(vec![3, 2]));
+        }
+        // Optimiser state beside the weights must be ignored (root-level layouts are bare
+        // state dicts and have none).
+        if !matches!(format, Format::DeepClusterV2 | Format::Barlow) {
+            tensors.insert("optimizer.state.0.momentum".into(), extra(vec![4]));
+        }
+        let path = dir.path().join(format!("{}.safetensors", format.name()));
+        let ckpt = carp_io::Checkpoint {
+            tensors,
+            meta: serde_json::json!({}),
+        };
+        carp_io::write_checkpoint(&path, &ckpt).unwrap();
+        let imported = keymap::import_backbone(&path, Some(format), None)
+            .unwrap_or_else(|e| panic!("{format}: {e}"));
+        let stray: Vec<_> = imported
+            .backbone
+            .keys()
+            .filter(|k| !tv.contains_key(*k))
+            .collect();
+        assert!(imported.backbone == tv, "{format}: stray keys {stray:?}");
+        for e in extras {
+            assert!(
+                imported.report.dropped.iter().any(|d| d == e),
+                "{format}: {e}"
+            );
+        }
+        if detectable {
+            let detected = keymap::import_backbone(&path, None, None).unwrap();
+            assert_eq!(
+                detected.format.rule(),
+                format.rule(),
+                "{format} detected as {}",
+                detected.format
+            );
+        }
+    }
+}
