@@ -357,7 +357,7 @@ fn read_safetensors(path: &Path) -> Result<PthFile, IoError> {
     Ok(out)
 }
 
-fn has_prefix(keys: &BTreeMap<String, HostTensor>, prefix: &str) -> bool {
+fn has_prefix<V>(keys: &BTreeMap<String, V>, prefix: &str) -> bool {
     keys.range(prefix.to_string()..)
         .next()
         .is_some_and(|(k, _)| k.starts_with(prefix))
@@ -367,7 +367,7 @@ fn has_prefix(keys: &BTreeMap<String, HostTensor>, prefix: &str) -> bool {
 ///
 /// Layouts with identical rules (CARP/DINO, SwAV/DeepCluster-v2/SeLa-v2/Triplet,
 /// Barlow/torchvision) are reported as the first of their group: the result is the same.
-pub fn detect(tensors: &BTreeMap<String, HostTensor>) -> Option<Format> {
+pub fn detect<V>(tensors: &BTreeMap<String, V>) -> Option<Format> {
     let p = |prefix: &str| has_prefix(tensors, prefix);
     if p("teacher.") || p("student.") {
         return Some(Format::Carp);
@@ -407,19 +407,32 @@ pub fn import_backbone(
     format: Option<Format>,
     key: Option<&str>,
 ) -> Result<Imported, IoError> {
-    let file = read_tensors(path)?;
     let layout = |reason: String| IoError::Layout {
         path: path.to_path_buf(),
         reason,
     };
-    if file.container == "Safetensors" && is_carp_native(&file.tensors) {
-        return import_native(path, file, format, key);
-    }
-    let detected = detect(&file.tensors);
+    // A `.pth` is only indexed here; its bytes are read once the entry to take is known, so
+    // the other network and the optimiser state of a release checkpoint stay on disk.
+    let (file, index) = if is_safetensors(path)? {
+        let file = read_safetensors(path)?;
+        if is_carp_native(&file.tensors) {
+            return import_native(path, file, format, key);
+        }
+        (Some(file), None)
+    } else {
+        (None, Some(pytorch::open_pth(path)?))
+    };
+    let keys: BTreeMap<String, ()> = match (&file, &index) {
+        (Some(f), _) => f.tensors.keys().map(|k| (k.clone(), ())).collect(),
+        (_, Some(i)) => i.keys().into_iter().map(|k| (k, ())).collect(),
+        _ => unreachable!("one of the two is read"),
+    };
+    let is_safetensors = file.is_some();
+    let detected = detect(&keys);
     let format = match format {
         // What `carp convert` writes is torchvision-named whatever the source was.
         Some(Format::Carp | Format::Dino)
-            if file.container == "Safetensors" && detected == Some(Format::Torchvision) =>
+            if is_safetensors && detected == Some(Format::Torchvision) =>
         {
             Format::Torchvision
         }
@@ -427,7 +440,7 @@ pub fn import_backbone(
         None => detected.ok_or_else(|| {
             layout(format!(
                 "cannot tell which method's layout this is (top-level keys {:?}); pass --format",
-                top_level_keys(&file.tensors)
+                top_level_keys(&keys)
             ))
         })?,
     };
@@ -439,12 +452,12 @@ pub fn import_backbone(
     let top = tops
         .iter()
         .copied()
-        .find(|t| t.is_empty() || has_prefix(&file.tensors, &format!("{t}.")))
+        .find(|t| t.is_empty() || has_prefix(&keys, &format!("{t}.")))
         .ok_or_else(|| {
             layout(format!(
                 "{format} layout: no `{}` entry (top-level keys {:?})",
                 tops.join("` or `"),
-                top_level_keys(&file.tensors)
+                top_level_keys(&keys)
             ))
         })?;
     let top_prefix = if top.is_empty() {
@@ -454,16 +467,19 @@ pub fn import_backbone(
     };
     let mut report = MapReport {
         top: top.to_string(),
+        ignored: keys.keys().filter(|k| !k.starts_with(&top_prefix)).count(),
         ..MapReport::default()
+    };
+    let file = match (file, index) {
+        (Some(f), _) => f,
+        (_, Some(i)) => i.read(|k| k.starts_with(&top_prefix))?,
+        _ => unreachable!("one of the two is read"),
     };
     // Step 1: the selected entry, `strip` removed.
     let mut selected: BTreeMap<String, HostTensor> = BTreeMap::new();
-    for (k, t) in &file.tensors {
-        match k.strip_prefix(&top_prefix) {
-            Some(rest) => {
-                selected.insert(strip_all(rest, rule.strip).to_string(), t.clone());
-            }
-            None => report.ignored += 1,
+    for (k, t) in file.tensors {
+        if let Some(rest) = k.strip_prefix(&top_prefix) {
+            selected.insert(strip_all(rest, rule.strip).to_string(), t);
         }
     }
     // Step 2: the head, then the kept sub-module.
@@ -519,7 +535,7 @@ pub fn import_backbone(
     })
 }
 
-fn top_level_keys(tensors: &BTreeMap<String, HostTensor>) -> Vec<String> {
+fn top_level_keys<V>(tensors: &BTreeMap<String, V>) -> Vec<String> {
     let set: BTreeSet<String> = tensors
         .keys()
         .map(|k| k.split('.').next().unwrap_or("").to_string())

@@ -13,7 +13,7 @@
 use crate::error::IoError;
 use crate::params::HostTensor;
 use pytorch_reader::{DType, PickleValue, PytorchReader};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Every tensor of a checkpoint (flattened, dotted names) plus its plain values.
@@ -196,12 +196,62 @@ pub(crate) fn to_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
     }
 }
 
-/// Reads every tensor and plain value of a PyTorch checkpoint.
+/// A checkpoint opened and checked (container parsed, globals vetted, metadata read) whose
+/// tensor bytes have not been read yet.
+pub struct PthIndex {
+    path: std::path::PathBuf,
+    reader: PytorchReader,
+    metadata: BTreeMap<String, String>,
+}
+
+impl PthIndex {
+    /// Every tensor name (dotted path from the root).
+    pub fn keys(&self) -> BTreeSet<String> {
+        self.reader.keys().into_iter().collect()
+    }
+
+    /// Reads the tensors whose name `keep` accepts, as f32.
+    pub fn read(self, keep: impl Fn(&str) -> bool) -> Result<PthFile, IoError> {
+        let format = |reason: String| IoError::Format {
+            path: self.path.clone(),
+            reason,
+        };
+        let container = format!("{:?}", self.reader.metadata().format_type);
+        let mut tensors = BTreeMap::new();
+        let mut dtypes = BTreeMap::new();
+        for (name, t) in self.reader.tensors() {
+            if !keep(name) {
+                continue;
+            }
+            let bytes = t
+                .read()
+                .map_err(|e| format(format!("tensor `{name}`: {e}")))?;
+            let values = to_f32(&bytes, t.dtype());
+            let shape = t.shape().to_vec();
+            if values.len() != shape.iter().product::<usize>() {
+                return Err(format(format!(
+                    "tensor `{name}`: {} values for shape {shape:?}",
+                    values.len()
+                )));
+            }
+            dtypes.insert(name.clone(), format!("{:?}", t.dtype()));
+            tensors.insert(name.clone(), HostTensor { shape, values });
+        }
+        Ok(PthFile {
+            tensors,
+            dtypes,
+            metadata: self.metadata,
+            container,
+        })
+    }
+}
+
+/// Opens a PyTorch checkpoint without reading tensor bytes.
 ///
 /// Errors: [`IoError::Format`] for a file that is not a (complete) PyTorch checkpoint,
 /// [`IoError::UnsafeGlobal`] for a pickle naming a callable outside tensor rebuilding and
 /// plain data. Nothing in the file is ever executed.
-pub fn read_pth(path: &Path) -> Result<PthFile, IoError> {
+pub fn open_pth(path: &Path) -> Result<PthIndex, IoError> {
     if let Err(source) = std::fs::metadata(path) {
         return Err(IoError::Io {
             path: path.to_path_buf(),
@@ -229,30 +279,16 @@ pub fn read_pth(path: &Path) -> Result<PthFile, IoError> {
     // `argparse.Namespace` values: their fields, read by a separate inert pickle pass.
     metadata.extend(crate::pickle_meta::namespace_fields(path));
     let reader = PytorchReader::new(path).map_err(|e| format(e.to_string()))?;
-    let container = format!("{:?}", reader.metadata().format_type);
-    let mut tensors = BTreeMap::new();
-    let mut dtypes = BTreeMap::new();
-    for (name, t) in reader.tensors() {
-        let bytes = t
-            .read()
-            .map_err(|e| format(format!("tensor `{name}`: {e}")))?;
-        let values = to_f32(&bytes, t.dtype());
-        let shape = t.shape().to_vec();
-        if values.len() != shape.iter().product::<usize>() {
-            return Err(format(format!(
-                "tensor `{name}`: {} values for shape {shape:?}",
-                values.len()
-            )));
-        }
-        dtypes.insert(name.clone(), format!("{:?}", t.dtype()));
-        tensors.insert(name.clone(), HostTensor { shape, values });
-    }
-    Ok(PthFile {
-        tensors,
-        dtypes,
+    Ok(PthIndex {
+        path: path.to_path_buf(),
+        reader,
         metadata,
-        container,
     })
+}
+
+/// Reads every tensor and plain value of a PyTorch checkpoint (see [`open_pth`]).
+pub fn read_pth(path: &Path) -> Result<PthFile, IoError> {
+    open_pth(path)?.read(|_| true)
 }
 
 #[cfg(test)]

@@ -362,3 +362,15 @@ fn every_layout_maps_to_torchvision_names() {
         }
     }
 }
+
+#[test]
+fn an_index_reads_only_the_selected_tensors() {
+    let index = carp_io::pytorch::open_pth(&fixture("carp_zip.pth")).unwrap();
+    let keys = index.keys();
+    assert_eq!(keys.len(), 287);
+    let teacher = keys.iter().filter(|k| k.starts_with("teacher.")).count();
+    let file = index.read(|k| k.starts_with("teacher.")).unwrap();
+    assert_eq!(file.tensors.len(), teacher);
+    assert!(teacher > 100 && file.tensors.keys().all(|k| k.starts_with("teacher.")));
+    assert_eq!(file.metadata["epoch"], "200");
+}
