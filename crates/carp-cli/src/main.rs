@@ -15,9 +15,15 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per run: the size of the pretrain flags does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Pretrain an encoder with CARP (built-in synthetic data by default), then k-NN evaluate it.
     Pretrain(cmd::pretrain::Args),
+    /// List what a checkpoint holds: tensors (dtype, shape), metadata, detected layout.
+    Inspect(cmd::inspect::Args),
+    /// Convert a PyTorch checkpoint (CARP release, DINO, SwAV, ...) to safetensors.
+    Convert(cmd::convert::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +38,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Pretrain(args) => cmd::pretrain::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Convert(args) => cmd::convert::run(args),
     };
     match result {
         Ok(code) => code,

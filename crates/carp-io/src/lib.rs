@@ -21,8 +21,12 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod export;
+pub mod keymap;
 pub mod params;
+mod pickle_meta;
+pub mod pytorch;
 
 pub use checkpoint::{read_checkpoint, write_checkpoint, Checkpoint};
-pub use error::CheckpointError;
+pub use error::{CheckpointError, IoError};
 pub use params::HostTensor;

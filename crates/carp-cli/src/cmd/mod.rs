@@ -1,3 +1,5 @@
 //! One module per subcommand.
 
+pub mod convert;
+pub mod inspect;
 pub mod pretrain;
