@@ -181,6 +181,8 @@ pub struct RunConfig {
     pub out: String,
     /// Keep a numbered checkpoint every N epochs besides the latest; 0 = only latest [0].
     pub keep_every_epochs: usize,
+    /// Also write the latest checkpoint every N steps (besides each epoch end); 0 = off [0].
+    pub checkpoint_every: usize,
     /// Log every N steps [10].
     pub log_every: usize,
     /// Run the k-NN evaluation at the end [true].
@@ -198,9 +200,61 @@ impl Default for RunConfig {
             seed: 0,
             out: String::new(),
             keep_every_epochs: 0,
+            checkpoint_every: 0,
             log_every: 10,
             eval: true,
             device: "cpu".into(),
+        }
+    }
+}
+
+/// What to do when a step's loss or gradient is NaN or infinite.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NanPolicy {
+    /// Stop with an error naming the step and the term; the last checkpoint is kept [default].
+    #[default]
+    Stop,
+    /// Drop the step's gradients and go on; skipped steps are counted in the log.
+    SkipStep,
+}
+
+/// Run health: the NaN guard, the collapse detector's thresholds, TensorBoard.
+///
+/// A logged step counts towards collapse when any signal passes its threshold; the warning
+/// fires after `collapse_patience` such steps in a row (README, "Watching a run").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// On a non-finite loss or gradient: `stop` or `skip-step` [stop].
+    pub nan_policy: NanPolicy,
+    /// With `skip-step`, stop anyway after this many skipped steps in a row [20].
+    pub max_consecutive_skips: usize,
+    /// Collapse signal: entropy term / log N above this [0.5].
+    pub collapse_entropy_ratio: f64,
+    /// Collapse signal: distinct argmax prototypes / min(rows, N) below this [0.05].
+    pub collapse_prototype_coverage: f64,
+    /// Collapse signal: per-dimension std of the normalised bottleneck x sqrt(D) below this [0.05].
+    pub collapse_bottleneck_std_ratio: f64,
+    /// Logged steps in a row with a signal before warning; 0 disables the detector [3].
+    pub collapse_patience: usize,
+    /// Ignore the signals before this step (e.g. during warm-up) [0].
+    pub collapse_after_step: usize,
+    /// Write TensorBoard event files into the run directory [true].
+    pub tensorboard: bool,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            nan_policy: NanPolicy::Stop,
+            max_consecutive_skips: 20,
+            collapse_entropy_ratio: 0.5,
+            collapse_prototype_coverage: 0.05,
+            collapse_bottleneck_std_ratio: 0.05,
+            collapse_patience: 3,
+            collapse_after_step: 0,
+            tensorboard: true,
         }
     }
 }
@@ -219,6 +273,8 @@ pub struct Config {
     pub data: DataConfig,
     /// Run length and outputs.
     pub run: RunConfig,
+    /// Run health: NaN guard, collapse thresholds, TensorBoard.
+    pub monitor: MonitorConfig,
 }
 
 /// Names of the built-in presets.

@@ -21,11 +21,15 @@
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod diagnostics;
 pub mod error;
 pub mod eval;
 pub mod metrics;
 pub mod pretrain;
+pub mod progress;
+pub mod signals;
 pub mod state;
+pub mod tensorboard;
 
 pub use config::Config;
 pub use error::TrainError;
