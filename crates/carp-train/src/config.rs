@@ -347,11 +347,14 @@ impl Config {
         if m.base_width == 0 || m.hidden_dim == 0 || m.bottleneck_dim == 0 || m.nlayers == 0 {
             return bad("model", "widths and nlayers must be positive".into());
         }
-        if m.partition_size == 0 || m.partition_size > m.out_dim {
+        // N need not divide K: the last K mod N prototypes of each step's permutation sit
+        // out that step (spec §3); the run logs a warning saying how many.
+        if m.partition_size < 2 || m.partition_size > m.out_dim {
             return bad(
                 "model.partition_size",
                 format!(
-                    "must be in 1..={} (out_dim); got {}",
+                    "must be in 2..={} (out_dim; a block of one prototype has nothing to \
+                     assign); got {}",
                     m.out_dim, m.partition_size
                 ),
             );
@@ -368,7 +371,71 @@ impl Config {
         if v.global_size == 0 || (v.local_views > 0 && v.local_size == 0) {
             return bad("views", "crop sizes must be positive".into());
         }
+        if v.local_views > 0 && v.local_size > v.global_size {
+            return bad(
+                "views.local_size",
+                format!(
+                    "local crops ({}) larger than the global crops ({})",
+                    v.local_size, v.global_size
+                ),
+            );
+        }
+        let d = &self.data;
+        let synthetic = d.train == "synthetic";
+        if synthetic && v.global_size > d.image_size {
+            return bad(
+                "views.global_size",
+                format!(
+                    "global crops of {} px are larger than the {} px synthetic images \
+                     (data.image_size)",
+                    v.global_size, d.image_size
+                ),
+            );
+        }
         let o = &self.optim;
+        if synthetic && d.synthetic_train < o.batch_size {
+            return bad(
+                "optim.batch_size",
+                format!(
+                    "batch size {} is larger than the {} synthetic training images \
+                     (data.synthetic_train)",
+                    o.batch_size, d.synthetic_train
+                ),
+            );
+        }
+        for (key, value) in [
+            ("optim.min_lr", o.min_lr),
+            ("optim.warmup_epochs", o.warmup_epochs),
+            ("optim.weight_decay", o.weight_decay),
+            ("optim.weight_decay_end", o.weight_decay_end),
+            ("optim.eta", o.eta),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return bad(key, format!("must be finite and >= 0, got {value}"));
+            }
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return bad(
+                "optim.momentum",
+                format!("LARS momentum must lie in [0, 1), got {}", o.momentum),
+            );
+        }
+        let mo = &self.monitor;
+        for (key, value) in [
+            ("monitor.collapse_entropy_ratio", mo.collapse_entropy_ratio),
+            (
+                "monitor.collapse_prototype_coverage",
+                mo.collapse_prototype_coverage,
+            ),
+            (
+                "monitor.collapse_bottleneck_std_ratio",
+                mo.collapse_bottleneck_std_ratio,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return bad(key, format!("must lie in [0, 1], got {value}"));
+            }
+        }
         if o.batch_size < 2 {
             return bad(
                 "optim.batch_size",
@@ -401,6 +468,20 @@ impl Config {
         if self.run.log_every == 0 {
             return bad("run.log_every", "must be at least 1".into());
         }
+        Ok(())
+    }
+
+    /// Checks that the run directory can be created and written, before any work starts.
+    pub fn check_run_dir(&self) -> Result<(), TrainError> {
+        let dir = self.out_dir();
+        let fail = |e: std::io::Error| TrainError::Config {
+            key: "run.out".into(),
+            message: format!("run directory {} is not writable: {e}", dir.display()),
+        };
+        std::fs::create_dir_all(&dir).map_err(fail)?;
+        let probe = dir.join(format!(".carp-write-test-{}", std::process::id()));
+        std::fs::write(&probe, b"").map_err(fail)?;
+        let _ = std::fs::remove_file(&probe);
         Ok(())
     }
 
@@ -456,7 +537,13 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         for name in PRESETS {
-            let c = Config::preset(name).unwrap();
+            let mut c = Config::preset(name).unwrap();
+            if name == "imagenet" {
+                // 224 px crops of the 32 px synthetic default are refused: it needs --data.
+                let err = c.validate().unwrap_err().to_string();
+                assert!(err.contains("views.global_size"), "{err}");
+                c.data.train = "imagefolder:/data/imagenet/train".into();
+            }
             c.validate().unwrap();
         }
         let c = Config::preset("imagenet").unwrap();
@@ -499,6 +586,53 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("optim.batch_size"));
+    }
+
+    /// Each bad value is refused by `validate` with an error naming its key.
+    #[test]
+    fn each_bad_value_names_its_key() {
+        type Edit = fn(&mut Config);
+        let cases: [(&str, Edit); 12] = [
+            ("model.partition_size", |c| c.model.partition_size = 1),
+            ("model.arch", |c| c.model.arch = "resnet9".into()),
+            ("views.local_size", |c| {
+                c.views.local_size = c.views.global_size + 1
+            }),
+            ("views.global_size", |c| c.views.global_size = 64),
+            ("optim.batch_size", |c| c.data.synthetic_train = 10),
+            ("optim.batch_size", |c| c.optim.batch_size = 0),
+            ("optim.warmup_epochs", |c| c.optim.warmup_epochs = -1.0),
+            ("optim.min_lr", |c| c.optim.min_lr = f64::NAN),
+            ("optim.momentum", |c| c.optim.momentum = 1.0),
+            ("optim.momentum_teacher", |c| c.optim.momentum_teacher = 1.5),
+            ("monitor.collapse_entropy_ratio", |c| {
+                c.monitor.collapse_entropy_ratio = 2.0
+            }),
+            ("run.log_every", |c| c.run.log_every = 0),
+        ];
+        for (key, edit) in cases {
+            let mut c = Config::preset("tiny").unwrap();
+            edit(&mut c);
+            let err = c.validate().expect_err(key).to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+        // N not dividing K is allowed (the remainder sits out each step).
+        let mut c = Config::preset("tiny").unwrap();
+        c.model.partition_size = 100;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unwritable_run_dir_names_run_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let mut c = Config::preset("tiny").unwrap();
+        c.run.out = file.join("run").display().to_string();
+        let err = c.check_run_dir().unwrap_err().to_string();
+        assert!(err.contains("`run.out`") && err.contains("a-file"), "{err}");
+        c.run.out = dir.path().join("ok").display().to_string();
+        c.check_run_dir().unwrap();
     }
 
     #[test]

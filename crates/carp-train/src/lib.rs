@@ -27,6 +27,7 @@ pub mod eval;
 pub mod metrics;
 pub mod pretrain;
 pub mod progress;
+pub mod report;
 pub mod signals;
 pub mod state;
 pub mod tensorboard;

@@ -156,6 +156,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 /// continues exactly from the newest one that reads back.
 pub fn pretrain(cfg: &Config, device: &Device) -> Result<Summary, TrainError> {
     cfg.validate()?;
+    cfg.check_run_dir()?;
     let data = data::open(&cfg.data, cfg.run.seed)?;
     pretrain_with(cfg, device, data)
 }
@@ -186,6 +187,7 @@ pub fn pretrain_observed(
     stop: &StopFlag,
 ) -> Result<Summary, TrainError> {
     cfg.validate()?;
+    cfg.check_run_dir()?;
     let out = cfg.out_dir();
     std::fs::create_dir_all(&out).map_err(io_err(&out))?;
     let config_path = out.join("config.toml");
