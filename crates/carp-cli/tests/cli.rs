@@ -271,7 +271,7 @@ fn issue_6_sigterm_checkpoints_and_exits_cleanly() {
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["interrupted"], true);
     let steps = summary["steps"].as_u64().unwrap();
-    assert!(steps >= 3 && steps < 512, "{steps}");
+    assert!((3..512).contains(&steps), "{steps}");
     assert!(out.join("checkpoint.safetensors").exists());
     // Resume for two more steps.
     let output = carp()

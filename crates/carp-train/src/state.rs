@@ -130,7 +130,7 @@ pub fn checkpoint_candidates(dir: &Path) -> Vec<std::path::PathBuf> {
             Some((epoch, e.path()))
         })
         .collect();
-    kept.sort_by(|a, b| b.0.cmp(&a.0));
+    kept.sort_by_key(|k| std::cmp::Reverse(k.0));
     let latest = dir.join(crate::pretrain::CHECKPOINT);
     std::iter::once(latest)
         .filter(|p| p.exists())

@@ -85,7 +85,7 @@ impl Value {
         let num: f64 = counts.iter().sum();
         let used = || counts.iter().enumerate().filter(|(_, c)| **c > 0.0);
         let min = used().map(|(i, _)| i as f64).next().unwrap_or(0.0);
-        let max = used().map(|(i, _)| i as f64).last().unwrap_or(0.0);
+        let max = used().map(|(i, _)| i as f64).next_back().unwrap_or(0.0);
         Value::Histogram {
             min,
             max,
@@ -406,6 +406,8 @@ mod tests {
     /// `crc32c.masked_crc32c` gives for the 8 little-endian bytes of length 0 and for
     /// b"hello" (computed from the published CRC32C check value: crc32c("123456789") =
     /// 0xE3069283).
+    // Written out as TensorFlow's Python does, not with `rotate_right`, to check it.
+    #[allow(clippy::manual_rotate)]
     #[test]
     fn masked_crc_matches_the_definition() {
         assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
