@@ -1,9 +1,11 @@
 //! `carp`: CARP self-supervised pretraining from the command line.
 
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 mod cmd;
+mod progress;
 
 /// CARP: self-supervised visual representation learning (Consistent Assignment of Views over
 /// Random Partitions, NeurIPS 2023).
@@ -12,11 +14,18 @@ mod cmd;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Progress output: `text` (a bar per epoch when stderr is a terminal, log lines
+    /// otherwise) or `json` (one JSON object per event on stdout, for batch jobs).
+    #[arg(long, global = true, value_enum, default_value_t = progress::LogFormat::Text)]
+    log_format: progress::LogFormat,
+    /// No progress bar or per-step output; only warnings, errors and the final result.
+    #[arg(long, short, global = true)]
+    quiet: bool,
 }
 
-#[derive(Subcommand, Debug)]
-// Parsed once per run: the size of the pretrain flags does not matter.
+// Parsed once at start-up: the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Pretrain an encoder with CARP (built-in synthetic data by default), then k-NN evaluate it.
     Pretrain(cmd::pretrain::Args),
@@ -24,20 +33,27 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Convert a PyTorch checkpoint (CARP release, DINO, SwAV, ...) to safetensors.
     Convert(cmd::convert::Args),
+    /// Plot a run directory's metrics (PNG) and write a Markdown summary into RUN_DIR/report.
+    Report(cmd::report::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = if cli.quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     let result = match cli.command {
-        Command::Pretrain(args) => cmd::pretrain::run(args),
+        Command::Pretrain(args) => {
+            cmd::pretrain::run(args, progress::Progress::new(cli.log_format, cli.quiet))
+        }
+        Command::Report(args) => cmd::report::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Convert(args) => cmd::convert::run(args),
     };

@@ -174,3 +174,117 @@ fn bad_input_is_a_clear_error() {
         assert!(!out.join("checkpoint.safetensors").exists());
     }
 }
+
+/// More bad configurations (issue 6): each names its key and exits 2 before any step.
+#[test]
+fn issue_6_bad_configuration_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let unwritable = file.join("run").display().to_string();
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec!["--global-size", "64"], "views.global_size"),
+        (vec!["--local-size", "20"], "views.local_size"),
+        (vec!["--partition-size", "1"], "model.partition_size"),
+        (vec!["--out", &unwritable], "run.out"),
+    ];
+    for (args, needle) in cases {
+        let out = dir.path().join("run");
+        let mut cmd = carp();
+        cmd.arg("pretrain");
+        if !args.contains(&"--out") {
+            cmd.arg("--out").arg(&out);
+        }
+        let output = cmd.args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(
+            !out.join("metrics.jsonl").exists(),
+            "{args:?}: work started"
+        );
+    }
+}
+
+/// `--log-format json` prints one JSON event per line on stdout (start, logged steps, epoch
+/// summaries, checkpoints), and `carp report` turns the run into PNGs and Markdown.
+#[test]
+fn issue_6_json_progress_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = carp()
+        .args(["pretrain", "--log-format", "json", "--no-eval", "--out"])
+        .arg(&out)
+        .args(SMALL)
+        .args(["--max-steps", "4"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["event"], "start");
+    let steps: Vec<_> = events.iter().filter(|e| e["event"] == "step").collect();
+    assert_eq!(steps.len(), 4);
+    assert!(steps[3]["record"]["agreement_top5"].as_f64().is_some());
+    assert!(events.iter().any(|e| e["event"] == "epoch"));
+    let report = carp().arg("report").arg(&out).output().unwrap();
+    assert!(report.status.success());
+    for name in ["loss.png", "health.png", "schedule.png", "report.md"] {
+        assert!(out.join("report").join(name).exists(), "{name}");
+    }
+}
+
+/// SIGTERM finishes the current step, writes a checkpoint mid-epoch and exits 0; running
+/// the same command again resumes from it.
+#[cfg(unix)]
+#[test]
+fn issue_6_sigterm_checkpoints_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // 4096 synthetic images / batch 8 = 512 steps per epoch: SIGTERM lands mid-epoch.
+    let child = carp()
+        .args(["pretrain", "--no-eval", "--out"])
+        .arg(&out)
+        .args(SMALL)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = out.join("metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 3 {
+        assert!(t0.elapsed().as_secs() < 120, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("interrupted at step"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    let steps = summary["steps"].as_u64().unwrap();
+    assert!((3..512).contains(&steps), "{steps}");
+    assert!(out.join("checkpoint.safetensors").exists());
+    // Resume for two more steps.
+    let output = carp()
+        .args(["pretrain", "--no-eval", "--out"])
+        .arg(&out)
+        .args(SMALL)
+        .args(["--max-steps", &(steps + 2).to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("resumed"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["steps_this_run"], 2);
+}

@@ -58,6 +58,22 @@ impl CarpModel {
             .collect();
         self.head.forward(Tensor::cat(features, 0))
     }
+
+    /// [`CarpModel::forward_views`] that also returns the head's bottleneck vectors (the
+    /// prototype layer's input), computed once, for the health diagnostics.
+    ///
+    /// # Shapes
+    ///
+    /// - output: (`[sum_g V_g * B, bottleneck_dim]`, `[sum_g V_g * B, K]`)
+    pub fn forward_views_with_bottleneck(&self, groups: &[Tensor<4>]) -> (Tensor<2>, Tensor<2>) {
+        let features: Vec<Tensor<2>> = groups
+            .iter()
+            .map(|g| self.backbone.forward(g.clone()))
+            .collect();
+        let bottleneck = self.head.bottleneck(Tensor::cat(features, 0));
+        let logits = self.head.last_layer.forward(bottleneck.clone());
+        (bottleneck, logits)
+    }
 }
 
 /// The student (trained by gradients) and its EMA teacher (spec §1).

@@ -181,6 +181,8 @@ pub struct RunConfig {
     pub out: String,
     /// Keep a numbered checkpoint every N epochs besides the latest; 0 = only latest [0].
     pub keep_every_epochs: usize,
+    /// Also write the latest checkpoint every N steps (besides each epoch end); 0 = off [0].
+    pub checkpoint_every: usize,
     /// Log every N steps [10].
     pub log_every: usize,
     /// Run the k-NN evaluation at the end [true].
@@ -198,9 +200,61 @@ impl Default for RunConfig {
             seed: 0,
             out: String::new(),
             keep_every_epochs: 0,
+            checkpoint_every: 0,
             log_every: 10,
             eval: true,
             device: "cpu".into(),
+        }
+    }
+}
+
+/// What to do when a step's loss or gradient is NaN or infinite.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NanPolicy {
+    /// Stop with an error naming the step and the term; the last checkpoint is kept [default].
+    #[default]
+    Stop,
+    /// Drop the step's gradients and go on; skipped steps are counted in the log.
+    SkipStep,
+}
+
+/// Run health: the NaN guard, the collapse detector's thresholds, TensorBoard.
+///
+/// A logged step counts towards collapse when any signal passes its threshold; the warning
+/// fires after `collapse_patience` such steps in a row (README, "Watching a run").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// On a non-finite loss or gradient: `stop` or `skip-step` [stop].
+    pub nan_policy: NanPolicy,
+    /// With `skip-step`, stop anyway after this many skipped steps in a row [20].
+    pub max_consecutive_skips: usize,
+    /// Collapse signal: entropy term / log N above this [0.5].
+    pub collapse_entropy_ratio: f64,
+    /// Collapse signal: distinct argmax prototypes / min(rows, N) below this [0.05].
+    pub collapse_prototype_coverage: f64,
+    /// Collapse signal: per-dimension std of the normalised bottleneck x sqrt(D) below this [0.05].
+    pub collapse_bottleneck_std_ratio: f64,
+    /// Logged steps in a row with a signal before warning; 0 disables the detector [3].
+    pub collapse_patience: usize,
+    /// Ignore the signals before this step (e.g. during warm-up) [0].
+    pub collapse_after_step: usize,
+    /// Write TensorBoard event files into the run directory [true].
+    pub tensorboard: bool,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            nan_policy: NanPolicy::Stop,
+            max_consecutive_skips: 20,
+            collapse_entropy_ratio: 0.5,
+            collapse_prototype_coverage: 0.05,
+            collapse_bottleneck_std_ratio: 0.05,
+            collapse_patience: 3,
+            collapse_after_step: 0,
+            tensorboard: true,
         }
     }
 }
@@ -219,6 +273,8 @@ pub struct Config {
     pub data: DataConfig,
     /// Run length and outputs.
     pub run: RunConfig,
+    /// Run health: NaN guard, collapse thresholds, TensorBoard.
+    pub monitor: MonitorConfig,
 }
 
 /// Names of the built-in presets.
@@ -291,11 +347,14 @@ impl Config {
         if m.base_width == 0 || m.hidden_dim == 0 || m.bottleneck_dim == 0 || m.nlayers == 0 {
             return bad("model", "widths and nlayers must be positive".into());
         }
-        if m.partition_size == 0 || m.partition_size > m.out_dim {
+        // N need not divide K: the last K mod N prototypes of each step's permutation sit
+        // out that step (spec §3); the run logs a warning saying how many.
+        if m.partition_size < 2 || m.partition_size > m.out_dim {
             return bad(
                 "model.partition_size",
                 format!(
-                    "must be in 1..={} (out_dim); got {}",
+                    "must be in 2..={} (out_dim; a block of one prototype has nothing to \
+                     assign); got {}",
                     m.out_dim, m.partition_size
                 ),
             );
@@ -312,7 +371,71 @@ impl Config {
         if v.global_size == 0 || (v.local_views > 0 && v.local_size == 0) {
             return bad("views", "crop sizes must be positive".into());
         }
+        if v.local_views > 0 && v.local_size > v.global_size {
+            return bad(
+                "views.local_size",
+                format!(
+                    "local crops ({}) larger than the global crops ({})",
+                    v.local_size, v.global_size
+                ),
+            );
+        }
+        let d = &self.data;
+        let synthetic = d.train == "synthetic";
+        if synthetic && v.global_size > d.image_size {
+            return bad(
+                "views.global_size",
+                format!(
+                    "global crops of {} px are larger than the {} px synthetic images \
+                     (data.image_size)",
+                    v.global_size, d.image_size
+                ),
+            );
+        }
         let o = &self.optim;
+        if synthetic && d.synthetic_train < o.batch_size {
+            return bad(
+                "optim.batch_size",
+                format!(
+                    "batch size {} is larger than the {} synthetic training images \
+                     (data.synthetic_train)",
+                    o.batch_size, d.synthetic_train
+                ),
+            );
+        }
+        for (key, value) in [
+            ("optim.min_lr", o.min_lr),
+            ("optim.warmup_epochs", o.warmup_epochs),
+            ("optim.weight_decay", o.weight_decay),
+            ("optim.weight_decay_end", o.weight_decay_end),
+            ("optim.eta", o.eta),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return bad(key, format!("must be finite and >= 0, got {value}"));
+            }
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return bad(
+                "optim.momentum",
+                format!("LARS momentum must lie in [0, 1), got {}", o.momentum),
+            );
+        }
+        let mo = &self.monitor;
+        for (key, value) in [
+            ("monitor.collapse_entropy_ratio", mo.collapse_entropy_ratio),
+            (
+                "monitor.collapse_prototype_coverage",
+                mo.collapse_prototype_coverage,
+            ),
+            (
+                "monitor.collapse_bottleneck_std_ratio",
+                mo.collapse_bottleneck_std_ratio,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return bad(key, format!("must lie in [0, 1], got {value}"));
+            }
+        }
         if o.batch_size < 2 {
             return bad(
                 "optim.batch_size",
@@ -345,6 +468,20 @@ impl Config {
         if self.run.log_every == 0 {
             return bad("run.log_every", "must be at least 1".into());
         }
+        Ok(())
+    }
+
+    /// Checks that the run directory can be created and written, before any work starts.
+    pub fn check_run_dir(&self) -> Result<(), TrainError> {
+        let dir = self.out_dir();
+        let fail = |e: std::io::Error| TrainError::Config {
+            key: "run.out".into(),
+            message: format!("run directory {} is not writable: {e}", dir.display()),
+        };
+        std::fs::create_dir_all(&dir).map_err(fail)?;
+        let probe = dir.join(format!(".carp-write-test-{}", std::process::id()));
+        std::fs::write(&probe, b"").map_err(fail)?;
+        let _ = std::fs::remove_file(&probe);
         Ok(())
     }
 
@@ -400,7 +537,13 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         for name in PRESETS {
-            let c = Config::preset(name).unwrap();
+            let mut c = Config::preset(name).unwrap();
+            if name == "imagenet" {
+                // 224 px crops of the 32 px synthetic default are refused: it needs --data.
+                let err = c.validate().unwrap_err().to_string();
+                assert!(err.contains("views.global_size"), "{err}");
+                c.data.train = "imagefolder:/data/imagenet/train".into();
+            }
             c.validate().unwrap();
         }
         let c = Config::preset("imagenet").unwrap();
@@ -443,6 +586,53 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("optim.batch_size"));
+    }
+
+    /// Each bad value is refused by `validate` with an error naming its key.
+    #[test]
+    fn each_bad_value_names_its_key() {
+        type Edit = fn(&mut Config);
+        let cases: [(&str, Edit); 12] = [
+            ("model.partition_size", |c| c.model.partition_size = 1),
+            ("model.arch", |c| c.model.arch = "resnet9".into()),
+            ("views.local_size", |c| {
+                c.views.local_size = c.views.global_size + 1
+            }),
+            ("views.global_size", |c| c.views.global_size = 64),
+            ("optim.batch_size", |c| c.data.synthetic_train = 10),
+            ("optim.batch_size", |c| c.optim.batch_size = 0),
+            ("optim.warmup_epochs", |c| c.optim.warmup_epochs = -1.0),
+            ("optim.min_lr", |c| c.optim.min_lr = f64::NAN),
+            ("optim.momentum", |c| c.optim.momentum = 1.0),
+            ("optim.momentum_teacher", |c| c.optim.momentum_teacher = 1.5),
+            ("monitor.collapse_entropy_ratio", |c| {
+                c.monitor.collapse_entropy_ratio = 2.0
+            }),
+            ("run.log_every", |c| c.run.log_every = 0),
+        ];
+        for (key, edit) in cases {
+            let mut c = Config::preset("tiny").unwrap();
+            edit(&mut c);
+            let err = c.validate().expect_err(key).to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+        // N not dividing K is allowed (the remainder sits out each step).
+        let mut c = Config::preset("tiny").unwrap();
+        c.model.partition_size = 100;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unwritable_run_dir_names_run_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let mut c = Config::preset("tiny").unwrap();
+        c.run.out = file.join("run").display().to_string();
+        let err = c.check_run_dir().unwrap_err().to_string();
+        assert!(err.contains("`run.out`") && err.contains("a-file"), "{err}");
+        c.run.out = dir.path().join("ok").display().to_string();
+        c.check_run_dir().unwrap();
     }
 
     #[test]

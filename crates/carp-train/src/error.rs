@@ -27,11 +27,13 @@ pub enum TrainError {
         /// What differs.
         message: String,
     },
-    /// The loss became NaN or infinite; the last good checkpoint is left untouched.
-    #[error("non-finite loss at step {step}: total {total}, consistency {consistency}, entropy {entropy}; the last good checkpoint was kept")]
+    /// The loss or a gradient became NaN or infinite; the last good checkpoint is left untouched.
+    #[error("non-finite {term} at step {step} (loss: total {total}, consistency {consistency}, entropy {entropy}); the last good checkpoint was kept. Lower optim.base_lr or raise optim.warmup_epochs; `--nan-policy skip-step` skips such steps instead")]
     NonFiniteLoss {
         /// Global step (micro-batch index).
         step: usize,
+        /// What was non-finite: `loss (consistency)`, `gradient of student.backbone.conv1.weight`, ...
+        term: String,
         /// Total loss.
         total: f64,
         /// Consistency term.

@@ -4,6 +4,10 @@
 //! the training loop with exact resume ([`pretrain::pretrain`]), metrics and the k-NN
 //! evaluation at the end.
 //!
+//! Watching a run: [`diagnostics`] (collapse signals and detector), [`tensorboard`] (event
+//! files), [`progress`] (events for a progress bar), [`signals`] (graceful stop),
+//! [`report`] (plots and a Markdown summary).
+//!
 //! ```no_run
 //! use carp_train::{config::Config, pretrain::pretrain};
 //! let mut cfg = Config::preset("tiny").unwrap();
@@ -21,11 +25,16 @@
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod diagnostics;
 pub mod error;
 pub mod eval;
 pub mod metrics;
 pub mod pretrain;
+pub mod progress;
+pub mod report;
+pub mod signals;
 pub mod state;
+pub mod tensorboard;
 
 pub use config::Config;
 pub use error::TrainError;

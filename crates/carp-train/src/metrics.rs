@@ -1,5 +1,6 @@
 //! Per-step records: one JSON object per line in `metrics.jsonl`.
 
+use crate::diagnostics::Diagnostics;
 use crate::error::TrainError;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
@@ -29,6 +30,13 @@ pub struct StepRecord {
     pub img_per_s: f64,
     /// Seconds spent waiting for data since the previous record.
     pub data_wait_s: f64,
+    /// Steps skipped by `--nan-policy skip-step` in this process so far.
+    pub skipped_steps: usize,
+    /// Collapse and health signals of this step (flattened into the line).
+    #[serde(flatten)]
+    pub diagnostics: Option<Diagnostics>,
+    /// Whether the collapse detector flags the run at this step.
+    pub collapse: bool,
 }
 
 /// Appends [`StepRecord`]s to a JSON-lines file.

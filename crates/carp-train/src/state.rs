@@ -112,3 +112,51 @@ pub fn restore(
     lars.set_buffers(buffers);
     Ok((StudentTeacher { student, teacher }, next_step))
 }
+
+/// The checkpoints of a run directory, newest first: `checkpoint.safetensors`, then the kept
+/// `checkpoint-epNNNN.safetensors` by falling epoch.
+pub fn checkpoint_candidates(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut kept: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let epoch = name
+                .strip_prefix("checkpoint-ep")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()?;
+            Some((epoch, e.path()))
+        })
+        .collect();
+    kept.sort_by_key(|k| std::cmp::Reverse(k.0));
+    let latest = dir.join(crate::pretrain::CHECKPOINT);
+    std::iter::once(latest)
+        .filter(|p| p.exists())
+        .chain(kept.into_iter().map(|(_, p)| p))
+        .collect()
+}
+
+/// The newest checkpoint of `dir` that reads back (framing, header, metadata), with its
+/// path; torn or truncated ones are skipped with a warning. Leftover temporary files of an
+/// interrupted write are removed.
+pub fn latest_checkpoint(dir: &Path) -> Option<(std::path::PathBuf, Checkpoint)> {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("checkpoint") && name.contains(".safetensors.tmp") {
+            tracing::warn!(path = %entry.path().display(), "removing a partly written checkpoint");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    for path in checkpoint_candidates(dir) {
+        match carp_io::read_checkpoint(&path) {
+            Ok(ckpt) if ckpt.meta["format"] == FORMAT => return Some((path, ckpt)),
+            Ok(_) => tracing::warn!(path = %path.display(), "not a carp checkpoint: skipped"),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable checkpoint skipped (torn or truncated?)")
+            }
+        }
+    }
+    None
+}

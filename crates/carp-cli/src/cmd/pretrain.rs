@@ -1,8 +1,10 @@
 //! `carp pretrain`: resolve the configuration, run `carp_train::pretrain`, print the result.
 
+use crate::progress::Progress;
 use anyhow::Context;
-use carp_train::config::Config;
+use carp_train::config::{Config, NanPolicy};
 use carp_train::device::parse_device;
+use carp_train::signals::StopFlag;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -105,6 +107,25 @@ pub struct Args {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// On a NaN/inf loss or gradient: `stop` (exit non-zero, last checkpoint kept) or
+    /// `skip-step` (drop the step, count it in the log). Skip only to get past rare spikes.
+    #[arg(long, value_enum)]
+    pub nan_policy: Option<NanPolicyArg>,
+    /// Also checkpoint every N steps, besides each epoch end (long epochs, preemptible jobs).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Do not write TensorBoard event files.
+    #[arg(long)]
+    pub no_tensorboard: bool,
+}
+
+/// `--nan-policy` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NanPolicyArg {
+    /// Stop with an error naming the step and the term.
+    Stop,
+    /// Skip the step and go on.
+    SkipStep,
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {
@@ -162,6 +183,16 @@ pub fn resolve(args: Args) -> anyhow::Result<Config> {
     set(&mut cfg.run.device, args.device);
     set(&mut cfg.run.log_every, args.log_every);
     set(&mut cfg.run.keep_every_epochs, args.keep_every_epochs);
+    set(&mut cfg.run.checkpoint_every, args.checkpoint_every);
+    if let Some(p) = args.nan_policy {
+        cfg.monitor.nan_policy = match p {
+            NanPolicyArg::Stop => NanPolicy::Stop,
+            NanPolicyArg::SkipStep => NanPolicy::SkipStep,
+        };
+    }
+    if args.no_tensorboard {
+        cfg.monitor.tensorboard = false;
+    }
     if args.no_eval {
         cfg.run.eval = false;
     }
@@ -169,11 +200,13 @@ pub fn resolve(args: Args) -> anyhow::Result<Config> {
         cfg.run.out = cfg.out_dir().display().to_string();
     }
     cfg.validate()?;
+    cfg.check_run_dir()?;
     Ok(cfg)
 }
 
-/// Runs `carp pretrain`.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// Runs `carp pretrain`, reporting through `progress`. SIGINT/SIGTERM stop after the current
+/// step with a checkpoint (exit 0); a second signal exits at once.
+pub fn run(args: Args, mut progress: Progress) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -182,7 +215,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let cfg = resolve(args)?;
     let device = parse_device(&cfg.run.device)?;
-    let summary = carp_train::pretrain(&cfg, &device)?;
+    let stop = StopFlag::new();
+    stop.install_signal_handlers()
+        .context("installing the SIGINT/SIGTERM handlers")?;
+    let data = carp_train::data::open(&cfg.data, cfg.run.seed)?;
+    let summary =
+        carp_train::pretrain::pretrain_observed(&cfg, &device, data, &mut progress, &stop)?;
+    drop(progress);
+    if summary.interrupted {
+        println!(
+            "interrupted at step {}: checkpoint written; run the same command to resume ({})",
+            summary.steps,
+            summary.out_dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "done: {} steps in {:.1} s ({:.1} img/s); run directory {}",
         summary.steps_this_run,
@@ -195,6 +242,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "last step: loss {:.4} (consistency {:.4}, entropy {:.4})",
             last.loss, last.consistency, last.entropy
         );
+    }
+    if summary.skipped_steps > 0 {
+        println!("skipped steps (non-finite): {}", summary.skipped_steps);
+    }
+    if summary.collapse {
+        println!("warning: the collapse detector flagged this run (see the log and README, \"Watching a run\")");
     }
     if let Some(knn) = &summary.knn {
         println!(
