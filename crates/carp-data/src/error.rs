@@ -48,6 +48,73 @@ pub enum DataError {
         /// The decoder's error.
         source: image::ImageError,
     },
+    /// A file the dataset format requires is absent.
+    #[error("{path}: missing {what} (looked for {looked})", path = path.display())]
+    MissingFile {
+        /// The dataset root that was given.
+        path: PathBuf,
+        /// What was expected, e.g. "CIFAR-10 training batches".
+        what: String,
+        /// The file names that were tried.
+        looked: String,
+    },
+    /// A binary file whose length is not a whole number of records.
+    #[error(
+        "{path}: {len} bytes is not a whole number of {record}-byte records (truncated or not this format)",
+        path = path.display()
+    )]
+    Truncated {
+        /// The binary file.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: u64,
+        /// Bytes per record of the format.
+        record: u64,
+    },
+    /// A label outside the format's range.
+    #[error("{path}: record {record} has label {label}, expected {expected}", path = path.display())]
+    BadLabel {
+        /// The file holding the label.
+        path: PathBuf,
+        /// Record (0-based) or line (1-based, for text lists) of the label.
+        record: usize,
+        /// The label read.
+        label: String,
+        /// The allowed range, in words.
+        expected: String,
+    },
+    /// Two files of one split disagree on the number of images.
+    #[error("{path}: {found} labels for {expected} images", path = path.display())]
+    CountMismatch {
+        /// The label file.
+        path: PathBuf,
+        /// Number of images in the matching image file.
+        expected: usize,
+        /// Number of labels found.
+        found: usize,
+    },
+    /// A dataset with no image (an empty file list or binary file).
+    #[error("{path}: no images", path = path.display())]
+    Empty {
+        /// The file or directory.
+        path: PathBuf,
+    },
+    /// A `--data` style source string that does not parse.
+    #[error("unknown data source `{spec}`: {reason}")]
+    BadSource {
+        /// The string given.
+        spec: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// With skipping on, too many bad images in a row to find a replacement.
+    #[error("{tried} images in a row failed to decode (last: {last}); giving up")]
+    TooManyBadImages {
+        /// How many consecutive candidates failed.
+        tried: usize,
+        /// The last error.
+        last: Box<DataError>,
+    },
     /// A sample index past the end of the dataset.
     #[error("{dataset}: index {index} out of range (dataset has {len} images)")]
     IndexOutOfRange {

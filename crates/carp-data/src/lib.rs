@@ -5,7 +5,9 @@
 //! - [`Dataset`]: an indexable collection of labelled RGB images. Two readers:
 //!   [`SyntheticShapes`], the built-in procedurally generated set of 10 shape classes that
 //!   needs no files (the default dataset), and [`ImageFolder`], a `root/<class>/<image>`
-//!   tree read with torchvision's `ImageFolder` rules.
+//!   tree read with torchvision's `ImageFolder` rules. [`Cifar`] (CIFAR-10/100 binary),
+//!   [`Stl10`] (STL-10 binary, including the unlabeled split) and [`FileList`] (a text
+//!   file of paths) read the other formats; [`DataSource`] parses `KIND:PATH` strings.
 //! - [`augment`]: torchvision-compatible augmentations on a planar `f32` image
 //!   ([`FloatImage`]): [`RandomResizedCrop`], flip, [`ColorJitter`], grayscale, Gaussian
 //!   blur, solarize and ImageNet [`normalize`](augment::normalize).
@@ -46,20 +48,28 @@
 #![warn(missing_docs)]
 
 pub mod augment;
+pub mod cifar;
 pub mod dataset;
 pub mod error;
 pub mod eval_transform;
+pub mod filelist;
 pub mod folder;
 pub mod loader;
 pub mod multicrop;
 mod seed;
+pub mod source;
+pub mod stl10;
 pub mod synthetic;
 
 pub use augment::{ColorJitter, CropBox, FloatImage, RandomResizedCrop};
+pub use cifar::{Cifar, CifarSplit, CifarVariant};
 pub use dataset::Dataset;
 pub use error::DataError;
 pub use eval_transform::{eval_batches, eval_view};
+pub use filelist::FileList;
 pub use folder::ImageFolder;
 pub use loader::{epoch_order, sample_rng, Loader, Prefetch, ViewBatch, ViewGroup};
 pub use multicrop::{MultiCropRecipe, ViewSpec};
+pub use source::{DataSource, SourceKind};
+pub use stl10::{Stl10, Stl10Split};
 pub use synthetic::{SyntheticConfig, SyntheticShapes};
