@@ -147,3 +147,11 @@ pub enum DataError {
         found: usize,
     },
 }
+
+impl DataError {
+    /// Whether this is a per-image failure (unreadable or undecodable file) that
+    /// [`crate::Loader::skip_bad_images`] may skip, rather than a problem with the dataset.
+    pub fn is_bad_image(&self) -> bool {
+        matches!(self, Self::Decode { .. } | Self::Io { .. })
+    }
+}
