@@ -262,15 +262,15 @@ impl Loader {
         let st = &*self.state;
         let b = st.batch_size;
         let order = self.order(epoch);
-        let samples: Vec<Result<(usize, Vec<Vec<f32>>), DataError>> = (step * b..(step + 1) * b)
+        let samples = (step * b..(step + 1) * b)
             .into_par_iter()
             .map(|position| {
                 let (index, img) = self.load(&order, position)?;
                 let mut rng = sample_rng(st.seed, epoch, order[position]);
                 Ok((index, st.recipe.apply(&img, &mut rng)))
             })
-            .collect();
-        let samples = samples.into_iter().collect::<Result<Vec<_>, _>>()?;
+            .collect::<Vec<Result<_, DataError>>>();
+        let samples: Vec<(usize, Vec<Vec<f32>>)> = samples.into_iter().collect::<Result<_, _>>()?;
         let indices: Vec<usize> = samples.iter().map(|s| s.0).collect();
 
         let groups = st
