@@ -160,7 +160,8 @@ pub fn pretrain_with(cfg: &Config, device: &Device, data: RunData) -> Result<Sum
         data::recipe(&cfg.views),
         batch,
         cfg.run.seed,
-    );
+    )
+    .skip_bad_images(cfg.data.skip_bad_images);
     let spe = loader.steps_per_epoch();
     if spe == 0 {
         return Err(TrainError::Config {
@@ -301,6 +302,10 @@ pub fn pretrain_with(cfg: &Config, device: &Device, data: RunData) -> Result<Sum
     }
     let wall = loop_start.elapsed().as_secs_f64();
     let steps_this_run = end.saturating_sub(start);
+    info!(
+        skipped_bad_images = loader.skipped_images(),
+        "training data read"
+    );
 
     let knn = if cfg.run.eval {
         evaluate(cfg, &data, &model, device)?
