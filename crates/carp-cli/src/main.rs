@@ -14,10 +14,14 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Pretrain an encoder with CARP (built-in synthetic data by default), then k-NN evaluate it.
     Pretrain(cmd::pretrain::Args),
+    /// Dataset housekeeping: `carp data download {cifar10,cifar100,stl10} --to DIR`.
+    Data(cmd::data::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Pretrain(args) => cmd::pretrain::run(args),
+        Command::Data(args) => cmd::data::run(args),
     };
     match result {
         Ok(code) => code,

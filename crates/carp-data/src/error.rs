@@ -115,6 +115,58 @@ pub enum DataError {
         /// The last error.
         last: Box<DataError>,
     },
+    /// An HTTP request could not be made (network, TLS, bad URL).
+    #[error("{url}: {source}")]
+    Http {
+        /// The URL requested.
+        url: String,
+        /// The client's error.
+        source: Box<ureq::Error>,
+    },
+    /// The server answered with an unexpected status.
+    #[error("{url}: HTTP status {status}")]
+    HttpStatus {
+        /// The URL requested.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// A download broke off; the partial file is kept and the next run continues it.
+    #[error(
+        "{url}: transfer interrupted after {bytes} bytes ({source}); run the command again to resume from {part}",
+        part = part.display()
+    )]
+    Interrupted {
+        /// The URL requested.
+        url: String,
+        /// Bytes of the file received so far.
+        bytes: u64,
+        /// The partial file.
+        part: PathBuf,
+        /// The read error.
+        source: std::io::Error,
+    },
+    /// A downloaded file's checksum differs from the published one.
+    #[error(
+        "{path}: MD5 checksum mismatch: expected {expected}, got {found} (corrupt or wrong file; removed, nothing extracted)",
+        path = path.display()
+    )]
+    ChecksumMismatch {
+        /// The archive.
+        path: PathBuf,
+        /// The published checksum.
+        expected: String,
+        /// The checksum of what arrived.
+        found: String,
+    },
+    /// An archive could not be unpacked.
+    #[error("{path}: cannot unpack: {source}", path = path.display())]
+    Extract {
+        /// The archive.
+        path: PathBuf,
+        /// The error from gzip or tar.
+        source: std::io::Error,
+    },
     /// A sample index past the end of the dataset.
     #[error("{dataset}: index {index} out of range (dataset has {len} images)")]
     IndexOutOfRange {

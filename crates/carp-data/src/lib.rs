@@ -20,6 +20,8 @@
 //! - [`eval_view`] / [`eval_batches`]: the deterministic resize, centre-crop and normalise
 //!   transform for evaluation.
 //!
+//! [`download()`] fetches, checks (MD5) and unpacks the CIFAR-10/100 and STL-10 archives.
+//!
 //! This crate has no feature flags and does not depend on Burn: buffers are plain
 //! `Vec<f32>`, ready to become tensors.
 //!
@@ -50,6 +52,7 @@
 pub mod augment;
 pub mod cifar;
 pub mod dataset;
+pub mod download;
 pub mod error;
 pub mod eval_transform;
 pub mod filelist;
@@ -64,6 +67,7 @@ pub mod synthetic;
 pub use augment::{ColorJitter, CropBox, FloatImage, RandomResizedCrop};
 pub use cifar::{Cifar, CifarSplit, CifarVariant};
 pub use dataset::Dataset;
+pub use download::{download, Archive, DownloadOptions, Downloaded};
 pub use error::DataError;
 pub use eval_transform::{eval_batches, eval_view};
 pub use filelist::FileList;
