@@ -461,8 +461,13 @@ pub fn adjust_hue(img: &mut FloatImage, shift: f32) {
     let (r, g, b) = img.planes_mut();
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
         let (h, s, v) = rgb_to_hsv(*r, *g, *b);
+        // Wrap into [0, 1); floor (a libm call on baseline x86-64) only when it wraps.
         let h = h + shift;
-        let h = h - h.floor();
+        let h = if (0.0..1.0).contains(&h) {
+            h
+        } else {
+            h - h.floor()
+        };
         let [nr, ng, nb] = hsv_to_rgb(h, s, v);
         *r = nr.clamp(0.0, 1.0);
         *g = ng.clamp(0.0, 1.0);
@@ -487,19 +492,22 @@ fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     } else {
         4.0 + (r - g) * inv
     };
+    // torchvision's fmod(h / 6 + 1, 1); the argument lies in [0, 2).
     let h = h / 6.0 + 1.0;
-    (h - h.floor(), cr / maxc, maxc)
+    let h = if h >= 1.0 { h - 1.0 } else { h };
+    (h, cr / maxc, maxc)
 }
 
 /// HSV to RGB, torchvision's `_hsv2rgb`.
 pub(crate) fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
+    // h >= 0, so truncation is floor (and avoids a libm call).
     let h6 = h * 6.0;
-    let i = h6.floor();
-    let f = h6 - i;
+    let i = h6 as i32;
+    let f = h6 - i as f32;
     let p = (v * (1.0 - s)).clamp(0.0, 1.0);
     let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
     let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
-    match (i as i32).rem_euclid(6) {
+    match i.rem_euclid(6) {
         0 => [v, t, p],
         1 => [q, v, p],
         2 => [p, v, t],
@@ -659,53 +667,54 @@ pub fn pil_box_radius(sigma: f32, passes: u32) -> f32 {
     (l + a) as f32
 }
 
-/// One extended box filter of `radius` along a line, edges replicated (Pillow's
-/// `ImagingLineBoxBlur`): weight `1/(2·radius + 1)` on the `2⌊radius⌋ + 1` central taps
-/// and the remainder split between the two next ones.
-fn line_box_blur(src: &[f32], dst: &mut [f32], radius: f32) {
-    let n = src.len() as isize;
-    let ri = radius.floor() as isize;
-    let ww = 1.0 / (2.0 * radius + 1.0);
-    let fw = (1.0 - (2 * ri + 1) as f32 * ww) / 2.0;
-    let at = |i: isize| src[i.clamp(0, n - 1) as usize];
-    for (x, d) in dst.iter_mut().enumerate() {
-        let x = x as isize;
-        let acc: f32 = (x - ri..=x + ri).map(at).sum();
-        *d = acc * ww + (at(x - ri - 1) + at(x + ri + 1)) * fw;
-    }
-}
-
 /// Pillow's `ImageFilter.GaussianBlur(radius=sigma)`, as DINO applies it: three passes of
 /// an extended box filter ([`pil_box_radius`]) along rows, then three along columns,
-/// edges replicated. Its variance is `sigma²`; its shape differs from the sampled Gaussian
-/// of [`gaussian_blur`] (up to ~30/255 on single-pixel noise). Unlike Pillow the passes
-/// are not rounded to 8 bits.
+/// edges replicated (Pillow's `ImagingLineBoxBlur`: weight `1/(2·radius + 1)` on the
+/// `2⌊radius⌋ + 1` central taps, the remainder split between the next two). Its variance
+/// is `sigma²`; its shape differs from the sampled Gaussian of [`gaussian_blur`] (up to
+/// ~30/255 on single-pixel noise). Unlike Pillow the passes are not rounded to 8 bits.
 pub fn pil_gaussian_blur(img: &mut FloatImage, sigma: f32) {
-    const PASSES: u32 = 3;
-    let radius = pil_box_radius(sigma, PASSES);
+    const PASSES: usize = 3;
+    let radius = pil_box_radius(sigma, PASSES as u32);
     let (w, h) = (img.width as usize, img.height as usize);
     if w == 0 || h == 0 || radius <= 0.0 {
         return;
     }
-    let mut line = vec![0.0f32; w.max(h)];
-    let mut col = vec![0.0f32; h];
+    let ri = radius.floor() as usize;
+    let ww = 1.0 / (2.0 * radius + 1.0);
+    let fw = (1.0 - (2 * ri + 1) as f32 * ww) / 2.0;
+    // Taps at offsets -r..=r, r = ri + 1: fw, ww x (2ri + 1), fw.
+    let r = ri + 1;
+    let weights: Vec<f32> = (0..=2 * r)
+        .map(|t| if t == 0 || t == 2 * r { fw } else { ww })
+        .collect();
+    // Row-at-a-time multiply-adds over contiguous slices, so both passes vectorise.
+    let mut padded = vec![0.0f32; w + 2 * r];
+    let mut src = vec![0.0f32; w * h];
     for plane in img.data.chunks_exact_mut(w * h) {
         for row in plane.chunks_exact_mut(w) {
             for _ in 0..PASSES {
-                line[..w].copy_from_slice(row);
-                line_box_blur(&line[..w], row, radius);
+                padded[..r].fill(row[0]);
+                padded[r..r + w].copy_from_slice(row);
+                padded[r + w..].fill(row[w - 1]);
+                row.fill(0.0);
+                for (t, &k) in weights.iter().enumerate() {
+                    for (o, &p) in row.iter_mut().zip(&padded[t..t + w]) {
+                        *o += k * p;
+                    }
+                }
             }
         }
-        for x in 0..w {
-            for (y, c) in col.iter_mut().enumerate() {
-                *c = plane[y * w + x];
-            }
-            for _ in 0..PASSES {
-                line[..h].copy_from_slice(&col);
-                line_box_blur(&line[..h], &mut col, radius);
-            }
-            for (y, c) in col.iter().enumerate() {
-                plane[y * w + x] = *c;
+        for _ in 0..PASSES {
+            src.copy_from_slice(plane);
+            for (y, out) in plane.chunks_exact_mut(w).enumerate() {
+                out.fill(0.0);
+                for (t, &k) in weights.iter().enumerate() {
+                    let sy = (y + t).saturating_sub(r).min(h - 1);
+                    for (o, &p) in out.iter_mut().zip(&src[sy * w..(sy + 1) * w]) {
+                        *o += k * p;
+                    }
+                }
             }
         }
     }
