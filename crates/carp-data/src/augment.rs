@@ -457,25 +457,62 @@ pub fn adjust_saturation(img: &mut FloatImage, factor: f32) {
 }
 
 /// Shifts the hue by `shift` turns (in [-0.5, 0.5]) in HSV space, as torchvision's `adjust_hue`.
+///
+/// One fused, branch-free pass per pixel (so it vectorises): torchvision's `_rgb2hsv`, the
+/// shift modulo 1, then HSV to RGB as `c_n = v - v·s·clamp(min(k, 4 - k), 0, 1)` with
+/// `k = (n + 6h) mod 6` for n = 5, 3, 1 (R, G, B), which equals `_hsv2rgb`'s sextant
+/// table up to float rounding. Gray pixels (no chroma) are left as they are.
 pub fn adjust_hue(img: &mut FloatImage, shift: f32) {
+    if !(-1.0..=1.0).contains(&shift) {
+        // Outside the documented range: reduce to [0, 1) once (same result modulo 1).
+        return adjust_hue(img, shift - shift.floor());
+    }
     let (r, g, b) = img.planes_mut();
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-        let (h, s, v) = rgb_to_hsv(*r, *g, *b);
-        // Wrap into [0, 1); floor (a libm call on baseline x86-64) only when it wraps.
-        let h = h + shift;
-        let h = if (0.0..1.0).contains(&h) {
-            h
+        let (rv, gv, bv) = (*r, *g, *b);
+        let maxc = rv.max(gv).max(bv);
+        let minc = rv.min(gv).min(bv);
+        let cr = maxc - minc;
+        let gray = cr <= 0.0;
+        let inv = 1.0 / if gray { 1.0 } else { cr };
+        let hr = (gv - bv) * inv;
+        let hg = 2.0 + (bv - rv) * inv;
+        let hb = 4.0 + (rv - gv) * inv;
+        let h6 = if maxc == rv {
+            hr
+        } else if maxc == gv {
+            hg
         } else {
-            h - h.floor()
+            hb
         };
-        let [nr, ng, nb] = hsv_to_rgb(h, s, v);
-        *r = nr.clamp(0.0, 1.0);
-        *g = ng.clamp(0.0, 1.0);
-        *b = nb.clamp(0.0, 1.0);
+        // fmod(h/6 + 1, 1), then + shift modulo 1; every step stays within one wrap.
+        let h = h6 / 6.0 + 1.0;
+        let h = if h >= 1.0 { h - 1.0 } else { h } + shift;
+        let h = if h < 0.0 {
+            h + 1.0
+        } else if h >= 1.0 {
+            h - 1.0
+        } else {
+            h
+        };
+        let sat = cr / if gray { 1.0 } else { maxc };
+        let vs = maxc * sat;
+        let h6 = h * 6.0;
+        let channel = |n: f32| {
+            let k = n + h6;
+            let k = if k >= 6.0 { k - 6.0 } else { k };
+            (maxc - vs * k.min(4.0 - k).clamp(0.0, 1.0)).clamp(0.0, 1.0)
+        };
+        let (nr, ng, nb) = (channel(5.0), channel(3.0), channel(1.0));
+        *r = if gray { rv } else { nr };
+        *g = if gray { gv } else { ng };
+        *b = if gray { bv } else { nb };
     }
 }
 
-/// RGB to (hue in [0, 1), saturation, value), torchvision's `_rgb2hsv`.
+/// RGB to (hue in [0, 1), saturation, value), torchvision's `_rgb2hsv`: the reference
+/// that the tests hold [`adjust_hue`]'s fused kernel and [`hsv_to_rgb`] against.
+#[cfg(test)]
 fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     let maxc = r.max(g).max(b);
     let minc = r.min(g).min(b);
