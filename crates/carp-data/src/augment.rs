@@ -1182,6 +1182,29 @@ mod tests {
     }
 
     #[test]
+    fn fused_hue_matches_the_hsv_reference() {
+        // Random pixels (and exact ties of channels) against rgb_to_hsv, shift, hsv_to_rgb.
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut img = FloatImage::new(64, 4);
+        for v in &mut img.data {
+            *v = (rng.random_range(0..=255u32) as f32) / 255.0;
+        }
+        img.data[0] = img.data[256];
+        for shift in [-0.5f32, -0.1, 0.0, 0.07, 0.5] {
+            let mut got = img.clone();
+            adjust_hue(&mut got, shift);
+            let n = img.plane_len();
+            for k in 0..n {
+                let (h, s, v) = rgb_to_hsv(img.data[k], img.data[n + k], img.data[2 * n + k]);
+                let h = (h + shift).rem_euclid(1.0);
+                let want = hsv_to_rgb(h, s, v).map(|c| c.clamp(0.0, 1.0));
+                let have = [got.data[k], got.data[n + k], got.data[2 * n + k]];
+                assert_close(&have, &want, 2e-6);
+            }
+        }
+    }
+
+    #[test]
     fn hsv_round_trip() {
         for &(r, g, b) in &[
             (0.1f32, 0.5f32, 0.9f32),
