@@ -112,3 +112,42 @@ pub fn eval_sizes(cfg: &Config) -> (Option<u32>, Option<u32>) {
         (Some(g * 256 / 224), Some(g))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stl10_pretrains_on_unlabeled_and_banks_the_labelled_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = |n: usize| vec![7u8; n * 3 * 96 * 96];
+        std::fs::write(dir.path().join("train_X.bin"), img(2)).unwrap();
+        std::fs::write(dir.path().join("train_y.bin"), [1u8, 5]).unwrap();
+        std::fs::write(dir.path().join("unlabeled_X.bin"), img(3)).unwrap();
+        let cfg = DataConfig {
+            train: format!("stl10:{}", dir.path().display()),
+            ..DataConfig::default()
+        };
+        let data = open(&cfg, 0).unwrap();
+        assert_eq!(data.train.len(), 5);
+        let bank = data.eval_train.unwrap();
+        assert_eq!(bank.len(), 2);
+        assert_eq!(bank.label(1), Some(4));
+        assert!(data.eval_test.is_none());
+    }
+
+    #[test]
+    fn unknown_kind_names_the_key() {
+        let err = open_source("cifar11:/x", "data.eval").err().unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("data.eval") && msg.contains("cifar11"),
+            "{msg}"
+        );
+        // A missing folder of a known kind names the path.
+        let err = open_source("cifar10:/definitely/absent", "data.train")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/definitely/absent"), "{err}");
+    }
+}
