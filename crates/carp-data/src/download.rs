@@ -321,8 +321,10 @@ pub fn download(
         }
         fs::rename(&part, &target).map_err(io_err(&target))?;
     } else {
+        // An archive kept from an earlier run (--keep-archive): check it like a fresh one.
         let found = file_md5(&target)?;
         if found != expected {
+            fs::remove_file(&target).map_err(io_err(&target))?;
             return Err(DataError::ChecksumMismatch {
                 path: target,
                 expected,

@@ -239,6 +239,12 @@ fn bad_checksum_is_refused_and_leaves_nothing() {
     assert!(msg.contains(&md5_hex(&body)), "{msg}");
     assert!(msg.contains("cifar-10-binary.tar.gz"), "{msg}");
     assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
+
+    // A wrong archive already sitting in the folder is checked too, and removed.
+    std::fs::write(dir.path().join("cifar-10-binary.tar.gz"), b"stale").unwrap();
+    let err = download(Archive::Cifar10, dir.path(), &opts).unwrap_err();
+    assert!(matches!(err, DataError::ChecksumMismatch { .. }), "{err}");
+    assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
 }
 
 #[test]
