@@ -35,6 +35,8 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Plot a run directory's metrics (PNG) and write a Markdown summary into RUN_DIR/report.
     Report(cmd::report::Args),
+    /// Dataset housekeeping: `carp data download {cifar10,cifar100,stl10} --to DIR`.
+    Data(cmd::data::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cmd::report::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Convert(args) => cmd::convert::run(args),
+        Command::Data(args) => cmd::data::run(args),
     };
     match result {
         Ok(code) => code,

@@ -261,9 +261,12 @@ impl Taps {
 
 /// Resizes the `region` of `img` to `out_width x out_height` with PIL's bicubic filter.
 ///
-/// Separable: a horizontal pass, clamped to [0, 255] as PIL stores it in 8 bits, then a
-/// vertical pass into [0, 1]. Antialiased when shrinking (the kernel widens by the scale).
-/// Unlike PIL the intermediate is not rounded to integers (difference below 1/255).
+/// Separable, as Pillow's `ImagingResample`: two passes, each clamped to [0, 255] as
+/// PIL stores the intermediate in 8 bits. The horizontal pass runs first, except when the
+/// width grows and the height shrinks, where Pillow runs the vertical pass first (the
+/// order matters through the clamp: up to 20/255 on noise). Antialiased when shrinking
+/// (the kernel widens by the scale). Unlike PIL the intermediate is not rounded to
+/// integers (difference below 1/255); the result is in [0, 1].
 ///
 /// # Panics
 /// If `region` does not lie inside `img` or a size is 0.
@@ -277,8 +280,8 @@ pub fn resize_bicubic(
     assert!(
         region.width > 0
             && region.height > 0
-            && region.left + region.width <= src_w
-            && region.top + region.height <= src_h,
+            && u64::from(region.left) + u64::from(region.width) <= u64::from(src_w)
+            && u64::from(region.top) + u64::from(region.height) <= u64::from(src_h),
         "crop {region:?} outside a {src_w}x{src_h} image"
     );
     assert!(out_width > 0 && out_height > 0, "resize to an empty image");
@@ -286,65 +289,107 @@ pub fn resize_bicubic(
     let (rw, rh) = (region.width as usize, region.height as usize);
     let (ow, oh) = (out_width as usize, out_height as usize);
 
-    // Horizontal pass: rh rows x ow columns, planar, in 0..=255.
-    let mut tmp = vec![0.0f32; 3 * rh * ow];
-    let hp = rh * ow;
-    if rw == ow {
-        for y in 0..rh {
-            let row = ((region.top as usize + y) * src_w as usize + region.left as usize) * 3;
-            for x in 0..ow {
-                for c in 0..3 {
-                    tmp[c * hp + y * ow + x] = f32::from(raw[row + 3 * x + c]);
-                }
-            }
-        }
-    } else {
-        let taps = Taps::bicubic(region.width, out_width);
-        for y in 0..rh {
-            let row = ((region.top as usize + y) * src_w as usize + region.left as usize) * 3;
-            for x in 0..ow {
-                let (lo, w) = taps.of(x);
-                let px = &raw[row + 3 * lo..row + 3 * (lo + w.len())];
-                let (mut r, mut g, mut b) = (0.0f32, 0.0f32, 0.0f32);
-                for (p, &wt) in px.chunks_exact(3).zip(w) {
-                    r += wt * f32::from(p[0]);
-                    g += wt * f32::from(p[1]);
-                    b += wt * f32::from(p[2]);
-                }
-                let k = y * ow + x;
-                tmp[k] = r.clamp(0.0, 255.0);
-                tmp[hp + k] = g.clamp(0.0, 255.0);
-                tmp[2 * hp + k] = b.clamp(0.0, 255.0);
-            }
-        }
-    }
-
-    // Vertical pass: into [0, 1].
     let mut out = FloatImage::new(out_width, out_height);
-    let op = ow * oh;
-    if rh == oh {
-        for (o, t) in out.data.iter_mut().zip(&tmp) {
-            *o = t / 255.0;
+    let vertical_first = ow > rw && oh < rh;
+    let values = if vertical_first {
+        let mut planar = vec![0.0f32; 3 * rw * rh];
+        let n = rw * rh;
+        for y in 0..rh {
+            let row = ((region.top as usize + y) * src_w as usize + region.left as usize) * 3;
+            for x in 0..rw {
+                for c in 0..3 {
+                    planar[c * n + y * rw + x] = f32::from(raw[row + 3 * x + c]);
+                }
+            }
         }
-        return out;
+        let tmp = vertical_pass(&planar, rw, region.height, out_height);
+        horizontal_pass(&tmp, region.width, oh, out_width)
+    } else {
+        // Horizontal pass straight from the interleaved 8-bit rows: rh x ow, planar.
+        let mut tmp = vec![0.0f32; 3 * rh * ow];
+        let hp = rh * ow;
+        if rw == ow {
+            for y in 0..rh {
+                let row = ((region.top as usize + y) * src_w as usize + region.left as usize) * 3;
+                for x in 0..ow {
+                    for c in 0..3 {
+                        tmp[c * hp + y * ow + x] = f32::from(raw[row + 3 * x + c]);
+                    }
+                }
+            }
+        } else {
+            let taps = Taps::bicubic(region.width, out_width);
+            for y in 0..rh {
+                let row = ((region.top as usize + y) * src_w as usize + region.left as usize) * 3;
+                for x in 0..ow {
+                    let (lo, w) = taps.of(x);
+                    let px = &raw[row + 3 * lo..row + 3 * (lo + w.len())];
+                    let (mut r, mut g, mut b) = (0.0f32, 0.0f32, 0.0f32);
+                    for (p, &wt) in px.chunks_exact(3).zip(w) {
+                        r += wt * f32::from(p[0]);
+                        g += wt * f32::from(p[1]);
+                        b += wt * f32::from(p[2]);
+                    }
+                    let k = y * ow + x;
+                    tmp[k] = r.clamp(0.0, 255.0);
+                    tmp[hp + k] = g.clamp(0.0, 255.0);
+                    tmp[2 * hp + k] = b.clamp(0.0, 255.0);
+                }
+            }
+        }
+        vertical_pass(&tmp, ow, region.height, out_height)
+    };
+    for (o, v) in out.data.iter_mut().zip(&values) {
+        *o = v / 255.0;
     }
-    let taps = Taps::bicubic(region.height, out_height);
-    let mut acc = vec![0.0f32; ow];
-    for c in 0..3 {
-        let src = &tmp[c * hp..(c + 1) * hp];
-        for y in 0..oh {
+    out
+}
+
+/// Bicubic vertical pass on planar `[3][in_h][width]` values, clamped to [0, 255].
+fn vertical_pass(src: &[f32], width: usize, in_h: u32, out_h: u32) -> Vec<f32> {
+    if in_h == out_h {
+        return src.to_vec();
+    }
+    let (ih, oh) = (in_h as usize, out_h as usize);
+    let taps = Taps::bicubic(in_h, out_h);
+    let mut out = vec![0.0f32; 3 * oh * width];
+    for (src, dst) in src
+        .chunks_exact(ih * width)
+        .zip(out.chunks_exact_mut(oh * width))
+    {
+        for (y, dst) in dst.chunks_exact_mut(width).enumerate() {
             let (lo, w) = taps.of(y);
-            acc.iter_mut().for_each(|a| *a = 0.0);
             for (t, &wt) in w.iter().enumerate() {
-                let row = &src[(lo + t) * ow..(lo + t + 1) * ow];
-                for (a, &v) in acc.iter_mut().zip(row) {
+                let row = &src[(lo + t) * width..(lo + t + 1) * width];
+                for (a, &v) in dst.iter_mut().zip(row) {
                     *a += wt * v;
                 }
             }
-            let dst = &mut out.data[c * op + y * ow..c * op + (y + 1) * ow];
-            for (d, &a) in dst.iter_mut().zip(&acc) {
-                *d = (a / 255.0).clamp(0.0, 1.0);
+            for a in dst.iter_mut() {
+                *a = a.clamp(0.0, 255.0);
             }
+        }
+    }
+    out
+}
+
+/// Bicubic horizontal pass on planar `[3][height][in_w]` values, clamped to [0, 255].
+fn horizontal_pass(src: &[f32], in_w: u32, height: usize, out_w: u32) -> Vec<f32> {
+    if in_w == out_w {
+        return src.to_vec();
+    }
+    let (iw, ow) = (in_w as usize, out_w as usize);
+    let taps = Taps::bicubic(in_w, out_w);
+    let mut out = vec![0.0f32; 3 * height * ow];
+    for (src, dst) in src.chunks_exact(iw).zip(out.chunks_exact_mut(ow)) {
+        for (x, d) in dst.iter_mut().enumerate() {
+            let (lo, w) = taps.of(x);
+            let acc: f32 = src[lo..lo + w.len()]
+                .iter()
+                .zip(w)
+                .map(|(&v, &wt)| wt * v)
+                .sum();
+            *d = acc.clamp(0.0, 255.0);
         }
     }
     out
@@ -412,20 +457,62 @@ pub fn adjust_saturation(img: &mut FloatImage, factor: f32) {
 }
 
 /// Shifts the hue by `shift` turns (in [-0.5, 0.5]) in HSV space, as torchvision's `adjust_hue`.
+///
+/// One fused, branch-free pass per pixel (so it vectorises): torchvision's `_rgb2hsv`, the
+/// shift modulo 1, then HSV to RGB as `c_n = v - v·s·clamp(min(k, 4 - k), 0, 1)` with
+/// `k = (n + 6h) mod 6` for n = 5, 3, 1 (R, G, B), which equals `_hsv2rgb`'s sextant
+/// table up to float rounding. Gray pixels (no chroma) are left as they are.
 pub fn adjust_hue(img: &mut FloatImage, shift: f32) {
+    if !(-1.0..=1.0).contains(&shift) {
+        // Outside the documented range: reduce to [0, 1) once (same result modulo 1).
+        return adjust_hue(img, shift - shift.floor());
+    }
     let (r, g, b) = img.planes_mut();
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-        let (h, s, v) = rgb_to_hsv(*r, *g, *b);
-        let h = h + shift;
-        let h = h - h.floor();
-        let [nr, ng, nb] = hsv_to_rgb(h, s, v);
-        *r = nr.clamp(0.0, 1.0);
-        *g = ng.clamp(0.0, 1.0);
-        *b = nb.clamp(0.0, 1.0);
+        let (rv, gv, bv) = (*r, *g, *b);
+        let maxc = rv.max(gv).max(bv);
+        let minc = rv.min(gv).min(bv);
+        let cr = maxc - minc;
+        let gray = cr <= 0.0;
+        let inv = 1.0 / if gray { 1.0 } else { cr };
+        let hr = (gv - bv) * inv;
+        let hg = 2.0 + (bv - rv) * inv;
+        let hb = 4.0 + (rv - gv) * inv;
+        let h6 = if maxc == rv {
+            hr
+        } else if maxc == gv {
+            hg
+        } else {
+            hb
+        };
+        // fmod(h/6 + 1, 1), then + shift modulo 1; every step stays within one wrap.
+        let h = h6 / 6.0 + 1.0;
+        let h = if h >= 1.0 { h - 1.0 } else { h } + shift;
+        let h = if h < 0.0 {
+            h + 1.0
+        } else if h >= 1.0 {
+            h - 1.0
+        } else {
+            h
+        };
+        let sat = cr / if gray { 1.0 } else { maxc };
+        let vs = maxc * sat;
+        let h6 = h * 6.0;
+        let channel = |n: f32| {
+            let k = n + h6;
+            let k = if k >= 6.0 { k - 6.0 } else { k };
+            (maxc - vs * k.min(4.0 - k).clamp(0.0, 1.0)).clamp(0.0, 1.0)
+        };
+        let (nr, ng, nb) = (channel(5.0), channel(3.0), channel(1.0));
+        *r = if gray { rv } else { nr };
+        *g = if gray { gv } else { ng };
+        *b = if gray { bv } else { nb };
     }
 }
 
-/// RGB to (hue in [0, 1), saturation, value), torchvision's `_rgb2hsv`.
+/// RGB to (hue in [0, 1), saturation, value), torchvision's `_rgb2hsv`: the reference
+/// that the tests hold [`adjust_hue`]'s fused kernel and [`hsv_to_rgb`] against.
+#[cfg(test)]
 fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     let maxc = r.max(g).max(b);
     let minc = r.min(g).min(b);
@@ -442,19 +529,22 @@ fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     } else {
         4.0 + (r - g) * inv
     };
+    // torchvision's fmod(h / 6 + 1, 1); the argument lies in [0, 2).
     let h = h / 6.0 + 1.0;
-    (h - h.floor(), cr / maxc, maxc)
+    let h = if h >= 1.0 { h - 1.0 } else { h };
+    (h, cr / maxc, maxc)
 }
 
 /// HSV to RGB, torchvision's `_hsv2rgb`.
 pub(crate) fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
+    // h >= 0, so truncation is floor (and avoids a libm call).
     let h6 = h * 6.0;
-    let i = h6.floor();
-    let f = h6 - i;
+    let i = h6 as i32;
+    let f = h6 - i as f32;
     let p = (v * (1.0 - s)).clamp(0.0, 1.0);
     let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
     let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
-    match (i as i32).rem_euclid(6) {
+    match i.rem_euclid(6) {
         0 => [v, t, p],
         1 => [q, v, p],
         2 => [p, v, t],
@@ -562,7 +652,9 @@ fn reflect(i: isize, n: usize) -> usize {
     (if m < n { m } else { period - m }) as usize
 }
 
-/// Separable Gaussian blur with standard deviation `sigma` pixels, reflected borders.
+/// Separable Gaussian blur with standard deviation `sigma` pixels, reflected borders
+/// (torchvision's `gaussian_blur` with kernel size `2·max(1, ⌈3σ⌉) + 1`). The training
+/// views use Pillow's box approximation, [`pil_gaussian_blur`], instead.
 pub fn gaussian_blur(img: &mut FloatImage, sigma: f32) {
     let kernel = gaussian_kernel(sigma);
     let r = kernel.len() / 2;
@@ -597,7 +689,76 @@ pub fn gaussian_blur(img: &mut FloatImage, sigma: f32) {
     }
 }
 
-/// Gaussian blur applied with probability `p`, sigma uniform in `sigma_range`.
+/// Radius of the extended box filter that Pillow's `GaussianBlur` uses so that `passes`
+/// passes have variance `sigma²` (Gwosdek et al., SSVM 2011, eqs. 7, 11, 14).
+///
+/// ```text
+/// s² = σ²/passes, L = √(12 s² + 1), l = ⌊(L - 1)/2⌋,
+/// a = (2l + 1)(l(l + 1) - 3 s²) / (6 (s² - (l + 1)²)),   radius = l + a
+/// ```
+pub fn pil_box_radius(sigma: f32, passes: u32) -> f32 {
+    let s2 = f64::from(sigma) * f64::from(sigma) / f64::from(passes);
+    let big_l = (12.0 * s2 + 1.0).sqrt();
+    let l = ((big_l - 1.0) / 2.0).floor();
+    let a = (2.0 * l + 1.0) * (l * (l + 1.0) - 3.0 * s2) / (6.0 * (s2 - (l + 1.0) * (l + 1.0)));
+    (l + a) as f32
+}
+
+/// Pillow's `ImageFilter.GaussianBlur(radius=sigma)`, as DINO applies it: three passes of
+/// an extended box filter ([`pil_box_radius`]) along rows, then three along columns,
+/// edges replicated (Pillow's `ImagingLineBoxBlur`: weight `1/(2·radius + 1)` on the
+/// `2⌊radius⌋ + 1` central taps, the remainder split between the next two). Its variance
+/// is `sigma²`; its shape differs from the sampled Gaussian of [`gaussian_blur`] (up to
+/// ~30/255 on single-pixel noise). Unlike Pillow the passes are not rounded to 8 bits.
+pub fn pil_gaussian_blur(img: &mut FloatImage, sigma: f32) {
+    const PASSES: usize = 3;
+    let radius = pil_box_radius(sigma, PASSES as u32);
+    let (w, h) = (img.width as usize, img.height as usize);
+    if w == 0 || h == 0 || radius <= 0.0 {
+        return;
+    }
+    let ri = radius.floor() as usize;
+    let ww = 1.0 / (2.0 * radius + 1.0);
+    let fw = (1.0 - (2 * ri + 1) as f32 * ww) / 2.0;
+    // Taps at offsets -r..=r, r = ri + 1: fw, ww x (2ri + 1), fw.
+    let r = ri + 1;
+    let weights: Vec<f32> = (0..=2 * r)
+        .map(|t| if t == 0 || t == 2 * r { fw } else { ww })
+        .collect();
+    // Row-at-a-time multiply-adds over contiguous slices, so both passes vectorise.
+    let mut padded = vec![0.0f32; w + 2 * r];
+    let mut src = vec![0.0f32; w * h];
+    for plane in img.data.chunks_exact_mut(w * h) {
+        for row in plane.chunks_exact_mut(w) {
+            for _ in 0..PASSES {
+                padded[..r].fill(row[0]);
+                padded[r..r + w].copy_from_slice(row);
+                padded[r + w..].fill(row[w - 1]);
+                row.fill(0.0);
+                for (t, &k) in weights.iter().enumerate() {
+                    for (o, &p) in row.iter_mut().zip(&padded[t..t + w]) {
+                        *o += k * p;
+                    }
+                }
+            }
+        }
+        for _ in 0..PASSES {
+            src.copy_from_slice(plane);
+            for (y, out) in plane.chunks_exact_mut(w).enumerate() {
+                out.fill(0.0);
+                for (t, &k) in weights.iter().enumerate() {
+                    let sy = (y + t).saturating_sub(r).min(h - 1);
+                    for (o, &p) in out.iter_mut().zip(&src[sy * w..(sy + 1) * w]) {
+                        *o += k * p;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// DINO's `GaussianBlur(p)`: with probability `p`, [`pil_gaussian_blur`] with sigma
+/// uniform in `sigma_range`.
 pub fn random_gaussian_blur<R: Rng + ?Sized>(
     img: &mut FloatImage,
     p: f32,
@@ -606,7 +767,7 @@ pub fn random_gaussian_blur<R: Rng + ?Sized>(
 ) {
     if coin(rng, p) {
         let sigma = uniform(rng, sigma_range.0.into(), sigma_range.1.into()) as f32;
-        gaussian_blur(img, sigma);
+        pil_gaussian_blur(img, sigma);
     }
 }
 
@@ -746,6 +907,83 @@ mod tests {
                 width: 10
             }
         );
+    }
+
+    /// Counts the 64-bit words drawn from the inner generator.
+    struct Counting(ChaCha8Rng, usize);
+
+    impl rand::RngCore for Counting {
+        fn next_u32(&mut self) -> u32 {
+            self.1 += 1;
+            self.0.next_u32()
+        }
+        fn next_u64(&mut self) -> u64 {
+            self.1 += 1;
+            self.0.next_u64()
+        }
+        fn fill_bytes(&mut self, dst: &mut [u8]) {
+            self.1 += 1;
+            self.0.fill_bytes(dst)
+        }
+    }
+
+    #[test]
+    fn crop_replays_torchvision_get_params() {
+        // torchvision: for _ in range(10): area = W*H*U(scale); ratio = exp(U(log r));
+        // w = round(sqrt(area*ratio)); h = round(sqrt(area/ratio)); if 0 < w <= W and
+        // 0 < h <= H: i = randint(0, H-h+1); j = randint(0, W-w+1); return. Replay the
+        // draws by hand on a tall image where most attempts fail, and count attempts.
+        let crop = RandomResizedCrop::new(8, (0.5, 1.0));
+        let (w, h) = (40u32, 64u32);
+        let mut failed_attempts_seen = [0usize; 11];
+        for seed in 0..300 {
+            let mut replay = ChaCha8Rng::seed_from_u64(seed);
+            let mut want = None;
+            let mut attempts = 0;
+            for _ in 0..10 {
+                attempts += 1;
+                let area = 2560.0 * uniform(&mut replay, 0.5, 1.0);
+                let (l0, l1) = (f64::from(0.75f32).ln(), f64::from(4.0f32 / 3.0).ln());
+                let ar = uniform(&mut replay, l0, l1).exp();
+                let cw = (area * ar).sqrt().round_ties_even();
+                let ch = (area / ar).sqrt().round_ties_even();
+                if cw > 0.0 && cw <= 40.0 && ch > 0.0 && ch <= 64.0 {
+                    let top = replay.random_range(0..=h - ch as u32);
+                    let left = replay.random_range(0..=w - cw as u32);
+                    want = Some(CropBox {
+                        top,
+                        left,
+                        height: ch as u32,
+                        width: cw as u32,
+                    });
+                    break;
+                }
+            }
+            // Fallback: W/H = 0.625 < 3/4, so w = W and h = round(W / (3/4)) = 53, centred.
+            let fallback = CropBox {
+                top: (64 - 53) / 2,
+                left: 0,
+                height: 53,
+                width: 40,
+            };
+            let want = want.unwrap_or(fallback);
+            if want == fallback {
+                attempts = 10;
+            }
+            failed_attempts_seen[attempts - 1] += 1;
+            let mut rng = Counting(ChaCha8Rng::seed_from_u64(seed), 0);
+            assert_eq!(crop.get_params(w, h, &mut rng), want, "seed {seed}");
+            assert_eq!(rng.0, replay, "seed {seed}: same number of draws");
+        }
+        // Both early successes and late ones happen for this image.
+        assert!(failed_attempts_seen[0] > 0 && failed_attempts_seen[2..].iter().sum::<usize>() > 0);
+
+        // Impossible scale: exactly 10 attempts of two draws each, then the centre crop.
+        let never = RandomResizedCrop::new(8, (1.5, 2.0));
+        let mut rng = Counting(ChaCha8Rng::seed_from_u64(1), 0);
+        let b = never.get_params(40, 64, &mut rng);
+        assert_eq!(rng.1, 20);
+        assert_eq!((b.top, b.left, b.height, b.width), (5, 0, 53, 40));
     }
 
     #[test]
@@ -944,6 +1182,29 @@ mod tests {
     }
 
     #[test]
+    fn fused_hue_matches_the_hsv_reference() {
+        // Random pixels (and exact ties of channels) against rgb_to_hsv, shift, hsv_to_rgb.
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut img = FloatImage::new(64, 4);
+        for v in &mut img.data {
+            *v = (rng.random_range(0..=255u32) as f32) / 255.0;
+        }
+        img.data[0] = img.data[256];
+        for shift in [-0.5f32, -0.1, 0.0, 0.07, 0.5] {
+            let mut got = img.clone();
+            adjust_hue(&mut got, shift);
+            let n = img.plane_len();
+            for k in 0..n {
+                let (h, s, v) = rgb_to_hsv(img.data[k], img.data[n + k], img.data[2 * n + k]);
+                let h = (h + shift).rem_euclid(1.0);
+                let want = hsv_to_rgb(h, s, v).map(|c| c.clamp(0.0, 1.0));
+                let have = [got.data[k], got.data[n + k], got.data[2 * n + k]];
+                assert_close(&have, &want, 2e-6);
+            }
+        }
+    }
+
+    #[test]
     fn hsv_round_trip() {
         for &(r, g, b) in &[
             (0.1f32, 0.5f32, 0.9f32),
@@ -1068,6 +1329,40 @@ mod tests {
         assert!((p(3, 4) - p(5, 4)).abs() < 1e-7 && (p(4, 3) - p(4, 5)).abs() < 1e-7);
         assert!((p(2, 4) - k[1] * k[3]).abs() < 1e-6);
         assert!((delta.data[..81].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn pil_box_blur_has_the_right_variance() {
+        // Pillow's radius for sigma 1 (3 passes): s² = 1/3, L = √5, l = 0,
+        // a = 1·(0 - 1) / (6·(1/3 - 1)) = 0.25.
+        assert!((pil_box_radius(1.0, 3) - 0.25).abs() < 1e-6);
+        // A delta blurred along a row spreads with variance sigma² and sums to 1.
+        for sigma in [0.1f32, 0.7, 1.3, 2.0] {
+            let mut f = FloatImage::new(41, 1);
+            f.data[20] = 1.0;
+            pil_gaussian_blur(&mut f, sigma);
+            let row = &f.data[..41];
+            let sum: f32 = row.iter().sum();
+            let var: f32 = row
+                .iter()
+                .enumerate()
+                .map(|(x, v)| v * (x as f32 - 20.0).powi(2))
+                .sum();
+            assert!((sum - 1.0).abs() < 1e-5, "sigma {sigma}: sum {sum}");
+            assert!(
+                (var - sigma * sigma).abs() < 1e-3,
+                "sigma {sigma}: var {var}"
+            );
+            assert!((row[19] - row[21]).abs() < 1e-7);
+        }
+        // A constant image stays constant (edges replicate).
+        let mut flat = img_2x1([0.4, 0.5, 0.6], [0.4, 0.5, 0.6]);
+        pil_gaussian_blur(&mut flat, 1.5);
+        assert_close(
+            &flat.data,
+            &img_2x1([0.4, 0.5, 0.6], [0.4, 0.5, 0.6]).data,
+            1e-6,
+        );
     }
 
     #[test]

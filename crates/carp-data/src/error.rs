@@ -48,6 +48,125 @@ pub enum DataError {
         /// The decoder's error.
         source: image::ImageError,
     },
+    /// A file the dataset format requires is absent.
+    #[error("{path}: missing {what} (looked for {looked})", path = path.display())]
+    MissingFile {
+        /// The dataset root that was given.
+        path: PathBuf,
+        /// What was expected, e.g. "CIFAR-10 training batches".
+        what: String,
+        /// The file names that were tried.
+        looked: String,
+    },
+    /// A binary file whose length is not a whole number of records.
+    #[error(
+        "{path}: {len} bytes is not a whole number of {record}-byte records (truncated or not this format)",
+        path = path.display()
+    )]
+    Truncated {
+        /// The binary file.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: u64,
+        /// Bytes per record of the format.
+        record: u64,
+    },
+    /// A label outside the format's range.
+    #[error("{path}: record {record} has label {label}, expected {expected}", path = path.display())]
+    BadLabel {
+        /// The file holding the label.
+        path: PathBuf,
+        /// Record (0-based) or line (1-based, for text lists) of the label.
+        record: usize,
+        /// The label read.
+        label: String,
+        /// The allowed range, in words.
+        expected: String,
+    },
+    /// Two files of one split disagree on the number of images.
+    #[error("{path}: {found} labels for {expected} images", path = path.display())]
+    CountMismatch {
+        /// The label file.
+        path: PathBuf,
+        /// Number of images in the matching image file.
+        expected: usize,
+        /// Number of labels found.
+        found: usize,
+    },
+    /// A dataset with no image (an empty file list or binary file).
+    #[error("{path}: no images", path = path.display())]
+    Empty {
+        /// The file or directory.
+        path: PathBuf,
+    },
+    /// A `--data` style source string that does not parse.
+    #[error("unknown data source `{spec}`: {reason}")]
+    BadSource {
+        /// The string given.
+        spec: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// With skipping on, too many bad images in a row to find a replacement.
+    #[error("{tried} images in a row failed to decode (last: {last}); giving up")]
+    TooManyBadImages {
+        /// How many consecutive candidates failed.
+        tried: usize,
+        /// The last error.
+        last: Box<DataError>,
+    },
+    /// An HTTP request could not be made (network, TLS, bad URL).
+    #[error("{url}: {source}")]
+    Http {
+        /// The URL requested.
+        url: String,
+        /// The client's error.
+        source: Box<ureq::Error>,
+    },
+    /// The server answered with an unexpected status.
+    #[error("{url}: HTTP status {status}")]
+    HttpStatus {
+        /// The URL requested.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// A download broke off; the partial file is kept and the next run continues it.
+    #[error(
+        "{url}: transfer interrupted after {bytes} bytes ({source}); run the command again to resume from {part}",
+        part = part.display()
+    )]
+    Interrupted {
+        /// The URL requested.
+        url: String,
+        /// Bytes of the file received so far.
+        bytes: u64,
+        /// The partial file.
+        part: PathBuf,
+        /// The read error.
+        source: std::io::Error,
+    },
+    /// A downloaded file's checksum differs from the published one.
+    #[error(
+        "{path}: MD5 checksum mismatch: expected {expected}, got {found} (corrupt or wrong file; removed, nothing extracted)",
+        path = path.display()
+    )]
+    ChecksumMismatch {
+        /// The archive.
+        path: PathBuf,
+        /// The published checksum.
+        expected: String,
+        /// The checksum of what arrived.
+        found: String,
+    },
+    /// An archive could not be unpacked.
+    #[error("{path}: cannot unpack: {source}", path = path.display())]
+    Extract {
+        /// The archive.
+        path: PathBuf,
+        /// The error from gzip or tar.
+        source: std::io::Error,
+    },
     /// A sample index past the end of the dataset.
     #[error("{dataset}: index {index} out of range (dataset has {len} images)")]
     IndexOutOfRange {
@@ -79,4 +198,12 @@ pub enum DataError {
         /// Values per view of this sample.
         found: usize,
     },
+}
+
+impl DataError {
+    /// Whether this is a per-image failure (unreadable or undecodable file) that
+    /// [`crate::Loader::skip_bad_images`] may skip, rather than a problem with the dataset.
+    pub fn is_bad_image(&self) -> bool {
+        matches!(self, Self::Decode { .. } | Self::Io { .. })
+    }
 }

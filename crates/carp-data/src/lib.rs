@@ -5,7 +5,9 @@
 //! - [`Dataset`]: an indexable collection of labelled RGB images. Two readers:
 //!   [`SyntheticShapes`], the built-in procedurally generated set of 10 shape classes that
 //!   needs no files (the default dataset), and [`ImageFolder`], a `root/<class>/<image>`
-//!   tree read with torchvision's `ImageFolder` rules.
+//!   tree read with torchvision's `ImageFolder` rules. [`Cifar`] (CIFAR-10/100 binary),
+//!   [`Stl10`] (STL-10 binary, including the unlabeled split) and [`FileList`] (a text
+//!   file of paths) read the other formats; [`DataSource`] parses `KIND:PATH` strings.
 //! - [`augment`]: torchvision-compatible augmentations on a planar `f32` image
 //!   ([`FloatImage`]): [`RandomResizedCrop`], flip, [`ColorJitter`], grayscale, Gaussian
 //!   blur, solarize and ImageNet [`normalize`](augment::normalize).
@@ -17,6 +19,8 @@
 //!   on the thread count; [`Loader::prefetch`] computes them ahead on a background thread.
 //! - [`eval_view`] / [`eval_batches`]: the deterministic resize, centre-crop and normalise
 //!   transform for evaluation.
+//!
+//! [`download()`] fetches, checks (MD5) and unpacks the CIFAR-10/100 and STL-10 archives.
 //!
 //! This crate has no feature flags and does not depend on Burn: buffers are plain
 //! `Vec<f32>`, ready to become tensors.
@@ -46,20 +50,30 @@
 #![warn(missing_docs)]
 
 pub mod augment;
+pub mod cifar;
 pub mod dataset;
+pub mod download;
 pub mod error;
 pub mod eval_transform;
+pub mod filelist;
 pub mod folder;
 pub mod loader;
 pub mod multicrop;
 mod seed;
+pub mod source;
+pub mod stl10;
 pub mod synthetic;
 
 pub use augment::{ColorJitter, CropBox, FloatImage, RandomResizedCrop};
+pub use cifar::{Cifar, CifarSplit, CifarVariant};
 pub use dataset::Dataset;
+pub use download::{download, Archive, DownloadOptions, Downloaded};
 pub use error::DataError;
 pub use eval_transform::{eval_batches, eval_view};
+pub use filelist::FileList;
 pub use folder::ImageFolder;
 pub use loader::{epoch_order, sample_rng, Loader, Prefetch, ViewBatch, ViewGroup};
 pub use multicrop::{MultiCropRecipe, ViewSpec};
+pub use source::{DataSource, SourceKind};
+pub use stl10::{Stl10, Stl10Split};
 pub use synthetic::{SyntheticConfig, SyntheticShapes};

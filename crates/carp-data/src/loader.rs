@@ -5,19 +5,31 @@
 //! [`sample_rng`]`(seed, e, index)`, so a batch is a pure function of (seed, epoch, step):
 //! the thread count, the order in which threads finish, and resuming mid-epoch change
 //! nothing.
+//!
+//! Bad images: by default the first image that fails to decode stops the batch with an
+//! error naming the file. With [`Loader::skip_bad_images`] such an image is replaced by
+//! the next images of the epoch order until one decodes (the views still draw from the
+//! slot's own [`sample_rng`], so batches stay deterministic); each distinct bad image is
+//! logged once (`warn`) and counted in [`Loader::skipped_images`].
 
 use crate::seed::{mix_seed, tag};
 use crate::{DataError, Dataset, MultiCropRecipe};
+use image::RgbImage;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Batches computed ahead by [`Loader::prefetch`].
 pub const PREFETCH_DEPTH: usize = 2;
+
+/// With skipping on, how many consecutive bad images end the batch with an error.
+pub const MAX_CONSECUTIVE_BAD: usize = 32;
 
 /// The views of one size in a batch.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,7 +62,8 @@ impl ViewGroup {
 pub struct ViewBatch {
     /// Groups of equal-size views, in recipe order (globals first).
     pub groups: Vec<ViewGroup>,
-    /// Dataset indices of the B images, in batch order.
+    /// Dataset indices of the B images, in batch order (with skipping on, a bad image's
+    /// replacement stands in its slot).
     pub indices: Vec<usize>,
     /// Labels of the B images (for monitoring only).
     pub labels: Vec<Option<usize>>,
@@ -85,6 +98,10 @@ struct LoaderState {
     seed: u64,
     /// The last epoch's order, cached: recomputing it costs O(len) per batch.
     order: Mutex<Option<(u64, Arc<Vec<usize>>)>>,
+    /// Replace undecodable images instead of failing.
+    skip_bad: AtomicBool,
+    /// Dataset indices found bad so far.
+    bad: Mutex<BTreeSet<usize>>,
 }
 
 /// Turns a dataset and a recipe into deterministic batches of views; cheap to clone.
@@ -126,8 +143,68 @@ impl Loader {
                 batch_size,
                 seed,
                 order: Mutex::new(None),
+                skip_bad: AtomicBool::new(false),
+                bad: Mutex::new(BTreeSet::new()),
             }),
         }
+    }
+
+    /// Skips (`true`) or fails on (`false`, the default) images that cannot be read or
+    /// decoded; see the module docs. Shared by clones of this loader.
+    pub fn skip_bad_images(self, skip: bool) -> Self {
+        self.state.skip_bad.store(skip, Ordering::Relaxed);
+        self
+    }
+
+    /// Number of distinct images skipped as unreadable so far.
+    pub fn skipped_images(&self) -> usize {
+        self.state
+            .bad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Dataset indices of the images skipped so far, ascending.
+    pub fn skipped_indices(&self) -> Vec<usize> {
+        let bad = self.state.bad.lock().unwrap_or_else(|e| e.into_inner());
+        bad.iter().copied().collect()
+    }
+
+    /// Image at `position` of the epoch order, or with skipping on the first readable one
+    /// from there on: `(dataset index, image)`.
+    fn load(&self, order: &[usize], position: usize) -> Result<(usize, RgbImage), DataError> {
+        let st = &*self.state;
+        let index = order[position];
+        let err = match st.dataset.get(index) {
+            Ok(img) => return Ok((index, img)),
+            Err(e) if e.is_bad_image() && st.skip_bad.load(Ordering::Relaxed) => e,
+            Err(e) => return Err(e),
+        };
+        let mut last = err;
+        let tries = MAX_CONSECUTIVE_BAD.min(order.len());
+        for k in 0..tries {
+            let candidate = order[(position + k) % order.len()];
+            if k > 0 {
+                match st.dataset.get(candidate) {
+                    Ok(img) => return Ok((candidate, img)),
+                    Err(e) if e.is_bad_image() => last = e,
+                    Err(e) => return Err(e),
+                }
+            }
+            let new = st
+                .bad
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(candidate);
+            if new {
+                tracing::warn!(index = candidate, error = %last, "skipping bad image");
+            }
+        }
+        Err(DataError::TooManyBadImages {
+            tried: tries,
+            last: Box::new(last),
+        })
     }
 
     /// Full batches per epoch (the last partial batch is dropped).
@@ -184,16 +261,17 @@ impl Loader {
         }
         let st = &*self.state;
         let b = st.batch_size;
-        let indices = self.order(epoch)[step * b..(step + 1) * b].to_vec();
-        let samples: Vec<Result<Vec<Vec<f32>>, DataError>> = indices
-            .par_iter()
-            .map(|&index| {
-                let img = st.dataset.get(index)?;
-                let mut rng = sample_rng(st.seed, epoch, index);
-                Ok(st.recipe.apply(&img, &mut rng))
+        let order = self.order(epoch);
+        let samples = (step * b..(step + 1) * b)
+            .into_par_iter()
+            .map(|position| {
+                let (index, img) = self.load(&order, position)?;
+                let mut rng = sample_rng(st.seed, epoch, order[position]);
+                Ok((index, st.recipe.apply(&img, &mut rng)))
             })
-            .collect();
-        let samples = samples.into_iter().collect::<Result<Vec<_>, _>>()?;
+            .collect::<Vec<Result<_, DataError>>>();
+        let samples: Vec<(usize, Vec<Vec<f32>>)> = samples.into_iter().collect::<Result<_, _>>()?;
+        let indices: Vec<usize> = samples.iter().map(|s| s.0).collect();
 
         let groups = st
             .groups
@@ -205,7 +283,7 @@ impl Loader {
                     .enumerate()
                     .for_each(|(k, chunk)| {
                         for (dst, sample) in chunk.chunks_exact_mut(per_image).zip(&samples) {
-                            dst.copy_from_slice(&sample[first_view + k]);
+                            dst.copy_from_slice(&sample.1[first_view + k]);
                         }
                     });
                 ViewGroup {
@@ -419,20 +497,27 @@ mod tests {
         assert_eq!(l.prefetch(0, 6).count(), 0);
     }
 
-    /// A dataset whose image 3 fails to decode.
-    struct Broken;
+    /// A dataset of 8 images whose images in `bad` fail to read.
+    struct Broken {
+        bad: Vec<usize>,
+    }
 
     impl Dataset for Broken {
         fn len(&self) -> usize {
             8
         }
         fn get(&self, index: usize) -> Result<RgbImage, DataError> {
-            if index == 3 {
-                Err(DataError::MissingDir {
-                    path: "broken/3.png".into(),
+            if self.bad.contains(&index) {
+                Err(DataError::Io {
+                    path: format!("broken/{index}.png").into(),
+                    source: std::io::ErrorKind::InvalidData.into(),
                 })
             } else {
-                Ok(RgbImage::new(8, 8))
+                Ok(RgbImage::from_pixel(
+                    8,
+                    8,
+                    image::Rgb([index as u8 * 30; 3]),
+                ))
             }
         }
         fn label(&self, _: usize) -> Option<usize> {
@@ -448,17 +533,57 @@ mod tests {
 
     #[test]
     fn errors_surface_and_stop_prefetch() {
-        let l = Loader::new(
-            Arc::new(Broken),
-            MultiCropRecipe::carp(8, 4, (0.5, 1.0), (0.1, 0.5), 1),
-            2,
-            0,
-        );
+        let l = broken_loader(&[3]);
         let results: Vec<_> = l.prefetch(0, 0).collect();
         let failed = results.iter().position(Result::is_err).unwrap();
         assert_eq!(failed, results.len() - 1, "prefetch stops after the error");
         let err = results[failed].as_ref().unwrap_err().to_string();
         assert!(err.contains("broken/3.png"), "{err}");
         assert!(l.batch(0, failed).is_err());
+    }
+
+    fn broken_loader(bad: &[usize]) -> Loader {
+        Loader::new(
+            Arc::new(Broken { bad: bad.to_vec() }),
+            MultiCropRecipe::carp(8, 4, (0.5, 1.0), (0.1, 0.5), 1),
+            2,
+            0,
+        )
+    }
+
+    #[test]
+    fn skip_bad_images_replaces_and_counts() {
+        let order = epoch_order(8, 0, 1);
+        // Two bad images next to each other in the epoch order, and one more.
+        let bad = [order[2], order[3], order[6]];
+        let l = broken_loader(&bad).skip_bad_images(true);
+        let good = broken_loader(&[]);
+        let batches: Vec<ViewBatch> = l.prefetch(1, 0).map(Result::unwrap).collect();
+        assert_eq!(batches.len(), 4);
+        let used: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
+        // Slots 2 and 3 both fall through to order[4]; slot 6 to order[7].
+        let want: Vec<usize> = [0, 1, 4, 4, 4, 5, 7, 7].iter().map(|&p| order[p]).collect();
+        assert_eq!(used, want);
+        let mut sorted = bad.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(l.skipped_indices(), sorted);
+        assert_eq!(l.skipped_images(), 3);
+        // Batches without a bad image equal those of a clean loader; a replaced slot keeps
+        // its own generator, so the two copies of order[4] in step 1 differ.
+        assert_eq!(bits(&batches[0]), bits(&good.batch(1, 0).unwrap()));
+        let g = &batches[1].groups[0];
+        let per = 3 * 8 * 8;
+        assert_ne!(g.data[..per], g.data[per..2 * per]);
+        // A second epoch counts each bad file once.
+        l.prefetch(2, 0).for_each(|b| drop(b.unwrap()));
+        assert_eq!(l.skipped_images(), 3);
+        // Everything bad: a clear error after the retry limit, not a hang or a panic.
+        let all = broken_loader(&[0, 1, 2, 3, 4, 5, 6, 7]).skip_bad_images(true);
+        let err = all.batch(0, 0).unwrap_err();
+        assert!(
+            matches!(err, DataError::TooManyBadImages { tried: 8, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("broken/"), "{err}");
     }
 }

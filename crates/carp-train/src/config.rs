@@ -132,8 +132,9 @@ impl Default for OptimConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// Training images: `synthetic` (built in) or an image folder path,
-    /// optionally written `imagefolder:PATH` [synthetic].
+    /// Training images: `synthetic` (built in), an image folder path, or `KIND:PATH` with
+    /// KIND one of `imagefolder`, `cifar10`, `cifar100` (binary, train split), `stl10`
+    /// (binary, train + unlabeled), `filelist`; see `carp_data::source` [synthetic].
     pub train: String,
     /// Labelled images for the k-NN evaluation at the end; with `synthetic` training the
     /// held-out synthetic split is used when this is empty [""].
@@ -149,6 +150,9 @@ pub struct DataConfig {
     pub image_size: u32,
     /// At most this many images per split in the k-NN evaluation; 0 = all [10000].
     pub eval_max_images: usize,
+    /// Skip (and count in the log) training images that cannot be read or decoded
+    /// instead of stopping the run [false].
+    pub skip_bad_images: bool,
 }
 
 impl Default for DataConfig {
@@ -161,6 +165,7 @@ impl Default for DataConfig {
             synthetic_test: 1024,
             image_size: 32,
             eval_max_images: 10000,
+            skip_bad_images: false,
         }
     }
 }

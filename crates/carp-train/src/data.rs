@@ -2,8 +2,7 @@
 
 use crate::config::{Config, DataConfig, ViewsConfig};
 use crate::error::TrainError;
-use carp_data::{Dataset, ImageFolder, MultiCropRecipe, SyntheticShapes};
-use std::path::Path;
+use carp_data::{DataError, DataSource, Dataset, MultiCropRecipe, SyntheticShapes};
 use std::sync::Arc;
 
 /// The data sets of a run.
@@ -17,18 +16,22 @@ pub struct RunData {
     pub eval_test: Option<Arc<dyn Dataset>>,
 }
 
-/// Opens a data source: `synthetic` is not accepted here, a path or `imagefolder:PATH` is.
+/// Opens a data source, `KIND:PATH` or a bare image-folder path (see
+/// [`carp_data::source`]); `synthetic` is not accepted here. `key` names the config key in
+/// errors.
 pub fn open_source(spec: &str, key: &str) -> Result<Arc<dyn Dataset>, TrainError> {
-    let path = spec.strip_prefix("imagefolder:").unwrap_or(spec);
-    if let Some((kind, _)) = spec.split_once(':') {
-        if kind != "imagefolder" && !Path::new(spec).exists() {
-            return Err(TrainError::Config {
-                key: key.into(),
-                message: format!("unknown data kind `{kind}` in `{spec}` (supported: imagefolder:PATH, synthetic)"),
-            });
-        }
-    }
-    Ok(Arc::new(ImageFolder::open(Path::new(path))?))
+    Ok(parse_source(spec, key)?.open()?)
+}
+
+/// Parses a `--data` string, naming `key` when it does not parse.
+fn parse_source(spec: &str, key: &str) -> Result<DataSource, TrainError> {
+    DataSource::parse(spec).map_err(|e| match e {
+        DataError::BadSource { reason, .. } => TrainError::Config {
+            key: key.into(),
+            message: format!("`{spec}`: {reason}"),
+        },
+        other => other.into(),
+    })
 }
 
 /// Opens the training and evaluation data that `cfg` names.
@@ -58,7 +61,8 @@ pub fn open(cfg: &DataConfig, seed: u64) -> Result<RunData, TrainError> {
             eval_test,
         });
     }
-    let train = open_source(&cfg.train, "data.train")?;
+    let source = parse_source(&cfg.train, "data.train")?;
+    let train = source.open()?;
     let eval_test = if cfg.eval.is_empty() {
         None
     } else {
@@ -66,6 +70,9 @@ pub fn open(cfg: &DataConfig, seed: u64) -> Result<RunData, TrainError> {
     };
     let eval_train = if !cfg.eval_train.is_empty() {
         Some(open_source(&cfg.eval_train, "data.eval_train")?)
+    } else if let Some(labelled) = source.labelled_train() {
+        // Training mixes in unlabelled images (stl10): the bank is the labelled split.
+        Some(labelled.open()?)
     } else if train.num_classes() > 0 {
         Some(train.clone())
     } else {
@@ -103,5 +110,44 @@ pub fn eval_sizes(cfg: &Config) -> (Option<u32>, Option<u32>) {
         (None, Some(g))
     } else {
         (Some(g * 256 / 224), Some(g))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stl10_pretrains_on_unlabeled_and_banks_the_labelled_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = |n: usize| vec![7u8; n * 3 * 96 * 96];
+        std::fs::write(dir.path().join("train_X.bin"), img(2)).unwrap();
+        std::fs::write(dir.path().join("train_y.bin"), [1u8, 5]).unwrap();
+        std::fs::write(dir.path().join("unlabeled_X.bin"), img(3)).unwrap();
+        let cfg = DataConfig {
+            train: format!("stl10:{}", dir.path().display()),
+            ..DataConfig::default()
+        };
+        let data = open(&cfg, 0).unwrap();
+        assert_eq!(data.train.len(), 5);
+        let bank = data.eval_train.unwrap();
+        assert_eq!(bank.len(), 2);
+        assert_eq!(bank.label(1), Some(4));
+        assert!(data.eval_test.is_none());
+    }
+
+    #[test]
+    fn unknown_kind_names_the_key() {
+        let err = open_source("cifar11:/x", "data.eval").err().unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("data.eval") && msg.contains("cifar11"),
+            "{msg}"
+        );
+        // A missing folder of a known kind names the path.
+        let err = open_source("cifar10:/definitely/absent", "data.train")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/definitely/absent"), "{err}");
     }
 }

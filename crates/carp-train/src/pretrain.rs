@@ -199,7 +199,8 @@ pub fn pretrain_observed(
         data::recipe(&cfg.views),
         batch,
         cfg.run.seed,
-    );
+    )
+    .skip_bad_images(cfg.data.skip_bad_images);
     let spe = loader.steps_per_epoch();
     if spe == 0 {
         return Err(TrainError::Config {
@@ -489,6 +490,10 @@ pub fn pretrain_observed(
             interrupted: true,
         });
     }
+    info!(
+        skipped_bad_images = loader.skipped_images(),
+        "training data read"
+    );
 
     let knn = if cfg.run.eval && !interrupted {
         evaluate(cfg, &data, &model, device)?

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod convert;
+pub mod data;
 pub mod inspect;
 pub mod pretrain;
 pub mod report;

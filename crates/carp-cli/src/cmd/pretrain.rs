@@ -20,7 +20,9 @@ pub struct Args {
     /// Run directory (default runs/run-<unix time>); an existing checkpoint there is resumed.
     #[arg(long, alias = "output_dir")]
     pub out: Option<String>,
-    /// Training images: `synthetic` or an image folder (`imagefolder:PATH` or PATH).
+    /// Training images: `synthetic`, an image folder (PATH or `imagefolder:PATH`),
+    /// `cifar10:PATH`, `cifar100:PATH` (binary train split), `stl10:PATH` (train +
+    /// unlabeled) or `filelist:PATH` (one image path per line, optional label).
     #[arg(long, alias = "data_path")]
     pub data: Option<String>,
     /// Labelled held-out images for the k-NN evaluation at the end.
@@ -104,6 +106,10 @@ pub struct Args {
     /// Skip the k-NN evaluation at the end.
     #[arg(long)]
     pub no_eval: bool,
+    /// Skip training images that cannot be read or decoded (counted in the log) instead
+    /// of stopping; use on large scraped folders with a few broken files.
+    #[arg(long)]
+    pub skip_bad_images: bool,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -195,6 +201,9 @@ pub fn resolve(args: Args) -> anyhow::Result<Config> {
     }
     if args.no_eval {
         cfg.run.eval = false;
+    }
+    if args.skip_bad_images {
+        cfg.data.skip_bad_images = true;
     }
     if cfg.run.out.is_empty() {
         cfg.run.out = cfg.out_dir().display().to_string();
