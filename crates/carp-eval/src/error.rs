@@ -90,4 +90,15 @@ pub enum EvalError {
     /// `chunk_rows` is zero.
     #[error("k-NN: chunk_rows must be at least 1, found 0")]
     ZeroChunkRows,
+    /// Two label vectors to compare have different lengths.
+    #[error("clustering metrics: {truth} true labels but {pred} predicted labels")]
+    LabelLengths {
+        /// Length of the true labels.
+        truth: usize,
+        /// Length of the predicted labels.
+        pred: usize,
+    },
+    /// Clustering metrics of zero rows were asked for.
+    #[error("clustering metrics: the label vectors are empty")]
+    EmptyLabels,
 }

@@ -9,6 +9,8 @@
 //! - [`weighted_knn`]: DINO's weighted k-NN classifier (spec §6) — cosine similarity, k nearest
 //!   train rows, votes weighted by exp(sim / T) — configured by [`KnnConfig`] and returning one
 //!   [`KnnResult`] (top-1 / top-5 in percent) per k.
+//! - [`cluster_metrics`]: NMI, adjusted NMI, ARI, Fowlkes–Mallows, homogeneity, completeness and
+//!   V-measure of any two label vectors ([`cluster_scores`]), as scikit-learn defines them.
 //! - [`EvalError`]: every way user-supplied features, labels or settings can be wrong.
 //!
 //! # Example
@@ -41,10 +43,12 @@
 //! None. Parallelism uses rayon's global pool; similarities use `matrixmultiply`'s f32 GEMM.
 #![warn(missing_docs)]
 
+pub mod cluster_metrics;
 mod error;
 mod features;
 mod knn;
 
+pub use cluster_metrics::{cluster_scores, ClusterScores, Contingency};
 pub use error::EvalError;
 pub use features::Features;
 pub use knn::{weighted_knn, KnnConfig, KnnResult};
