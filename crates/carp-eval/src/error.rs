@@ -101,4 +101,15 @@ pub enum EvalError {
     /// Clustering metrics of zero rows were asked for.
     #[error("clustering metrics: the label vectors are empty")]
     EmptyLabels,
+    /// The number of k-means clusters is 0 or more than the train rows.
+    #[error("k-means: k = {k} clusters needs 1 <= k <= {rows} train rows")]
+    KmeansK {
+        /// Clusters asked for.
+        k: usize,
+        /// Train rows available.
+        rows: usize,
+    },
+    /// A k-means setting is out of range.
+    #[error("k-means: {0}")]
+    KmeansSettings(String),
 }

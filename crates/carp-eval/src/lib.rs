@@ -11,6 +11,8 @@
 //!   [`KnnResult`] (top-1 / top-5 in percent) per k.
 //! - [`cluster_metrics`]: NMI, adjusted NMI, ARI, Fowlkes–Mallows, homogeneity, completeness and
 //!   V-measure of any two label vectors ([`cluster_scores`]), as scikit-learn defines them.
+//! - [`kmeans`]: spherical k-means on standardised features ([`spherical_kmeans`]) and the
+//!   spec §6 protocol with its clustering report ([`kmeans_eval`]).
 //! - [`EvalError`]: every way user-supplied features, labels or settings can be wrong.
 //!
 //! # Example
@@ -46,9 +48,12 @@
 pub mod cluster_metrics;
 mod error;
 mod features;
+pub mod kmeans;
 mod knn;
+mod linalg;
 
 pub use cluster_metrics::{cluster_scores, ClusterScores, Contingency};
 pub use error::EvalError;
 pub use features::Features;
+pub use kmeans::{kmeans_eval, spherical_kmeans, KmeansConfig, KmeansInit, KmeansReport};
 pub use knn::{weighted_knn, KnnConfig, KnnResult};
