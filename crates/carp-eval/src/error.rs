@@ -112,4 +112,7 @@ pub enum EvalError {
     /// A k-means setting is out of range.
     #[error("k-means: {0}")]
     KmeansSettings(String),
+    /// A linear-probe setting is out of range.
+    #[error("linear probe: {0}")]
+    ProbeSettings(String),
 }

@@ -13,6 +13,8 @@
 //!   V-measure of any two label vectors ([`cluster_scores`]), as scikit-learn defines them.
 //! - [`kmeans`]: spherical k-means on standardised features ([`spherical_kmeans`]) and the
 //!   spec §6 protocol with its clustering report ([`kmeans_eval`]).
+//! - [`linear`]: the linear probe on frozen features ([`linear_probe`], LARS or SGD, cosine
+//!   schedule, top-1/top-5 per epoch and the best).
 //! - [`EvalError`]: every way user-supplied features, labels or settings can be wrong.
 //!
 //! # Example
@@ -51,9 +53,11 @@ mod features;
 pub mod kmeans;
 mod knn;
 mod linalg;
+pub mod linear;
 
 pub use cluster_metrics::{cluster_scores, ClusterScores, Contingency};
 pub use error::EvalError;
 pub use features::Features;
 pub use kmeans::{kmeans_eval, spherical_kmeans, KmeansConfig, KmeansInit, KmeansReport};
 pub use knn::{weighted_knn, KnnConfig, KnnResult};
+pub use linear::{linear_probe, LinearConfig, LinearReport, ProbeOptimizer};
