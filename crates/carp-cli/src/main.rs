@@ -18,6 +18,10 @@ struct Cli {
 enum Command {
     /// Pretrain an encoder with CARP (built-in synthetic data by default), then k-NN evaluate it.
     Pretrain(cmd::pretrain::Args),
+    /// Write backbone features of data sets as .npy and .safetensors.
+    Embed(cmd::embed::Args),
+    /// Evaluate a backbone: weighted k-NN, linear probe or k-means (spec §6).
+    Eval(cmd::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Pretrain(args) => cmd::pretrain::run(args),
+        Command::Embed(args) => cmd::embed::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
     };
     match result {
         Ok(code) => code,

@@ -2,7 +2,8 @@
 //!
 //! Configuration ([`config::Config`], presets `tiny`, `cifar`, `imagenet`), the run directory,
 //! the training loop with exact resume ([`pretrain::pretrain`]), metrics and the k-NN
-//! evaluation at the end.
+//! evaluation at the end; backbone weights for evaluation ([`weights::load_backbone`]) and
+//! feature extraction to `.npy`/`.safetensors` ([`embed`]).
 //!
 //! ```no_run
 //! use carp_train::{config::Config, pretrain::pretrain};
@@ -21,11 +22,13 @@
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod metrics;
 pub mod pretrain;
 pub mod state;
+pub mod weights;
 
 pub use config::Config;
 pub use error::TrainError;

@@ -1,3 +1,5 @@
 //! One module per subcommand.
 
+pub mod embed;
+pub mod eval;
 pub mod pretrain;
