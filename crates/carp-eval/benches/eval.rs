@@ -2,7 +2,8 @@
 //! by `bench/eval_reference.py gen`.
 //!
 //! `cargo bench -p carp-eval --bench eval -- --dir DIR [--threads 2] [--kmeans-ks 10,100]
-//! [--init random|kmeans++]` prints one JSON line.
+//! [--init random|kmeans++] [--all-iterations] [--no-knn]` prints one JSON line; `--all-iterations` turns
+//! off the stop on a stable assignment so every restart runs all 100 iterations, as faiss does.
 
 use std::time::Instant;
 
@@ -36,6 +37,7 @@ fn main() {
     let kmeans_ks: Vec<usize> = flag("--kmeans-ks")
         .unwrap_or_else(|| "10,100".into())
         .split(',')
+        .filter(|k| !k.is_empty())
         .map(|k| k.parse().expect("--kmeans-ks K,K"))
         .collect();
     let init = match flag("--init").as_deref() {
@@ -43,6 +45,7 @@ fn main() {
         Some("kmeans++") => KmeansInit::KmeansPlusPlus,
         Some(other) => panic!("--init random|kmeans++, not {other}"),
     };
+    let all_iterations = args.iter().any(|a| a == "--all-iterations");
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -60,7 +63,11 @@ fn main() {
     let yte = read_labels(&format!("{dir}/test_labels.i64"));
 
     let t0 = Instant::now();
-    let knn = weighted_knn(&train, &ytr, &test, &yte, classes, &KnnConfig::default()).unwrap();
+    let knn = if args.iter().any(|a| a == "--no-knn") {
+        Vec::new()
+    } else {
+        weighted_knn(&train, &ytr, &test, &yte, classes, &KnnConfig::default()).unwrap()
+    };
     let knn_s = t0.elapsed().as_secs_f64();
     let mut kmeans = serde_json::Map::new();
     for &k in &kmeans_ks {
@@ -68,6 +75,7 @@ fn main() {
             k: Some(k),
             init,
             seed: 1234,
+            stop_when_stable: !all_iterations,
             ..KmeansConfig::default()
         };
         let t0 = Instant::now();

@@ -46,6 +46,10 @@ pub struct KmeansConfig {
     pub standardize: bool,
     /// Rows per similarity block; memory is `chunk_rows * k` f32. Default `16384`.
     pub chunk_rows: usize,
+    /// Stop a restart once an assignment repeats the previous one (the centroids then no longer
+    /// change, so the result is the same as running all iterations). Default `true`; `false`
+    /// runs every iteration, as faiss does (for timing comparisons).
+    pub stop_when_stable: bool,
 }
 
 impl Default for KmeansConfig {
@@ -58,6 +62,7 @@ impl Default for KmeansConfig {
             seed: 0,
             standardize: true,
             chunk_rows: 16384,
+            stop_when_stable: true,
         }
     }
 }
@@ -310,8 +315,8 @@ fn update_centroids(points: &Features, assign: &[usize], best: &[f32], old: &Fea
 ///
 /// Each iteration assigns every point to its most similar centroid (ties to the lower index) and
 /// replaces each centroid by the normalised sum of its points (empty clusters: see the crate
-/// source, `update_centroids`). It stops early when an assignment repeats the previous one, since
-/// the update would then reproduce the same centroids. The objective is `Σ (1 - cos)` of the final
+/// source, `update_centroids`). With `stop_when_stable` it stops early when an assignment repeats
+/// the previous one, since the update would then reproduce the same centroids. The objective is `Σ (1 - cos)` of the final
 /// centroids and their assignment.
 ///
 /// # Errors
@@ -321,6 +326,7 @@ pub fn spherical_lloyd(
     init: &Features,
     iterations: usize,
     chunk_rows: usize,
+    stop_when_stable: bool,
 ) -> Result<Lloyd, EvalError> {
     if init.dim != points.dim {
         return Err(EvalError::DimMismatch {
@@ -337,7 +343,7 @@ pub fn spherical_lloyd(
         let (next, next_best) = assign_points(points, &centroids, chunk_rows);
         let same = next == assign;
         (assign, best) = (next, next_best);
-        if same {
+        if same && stop_when_stable {
             break;
         }
     }
@@ -440,7 +446,13 @@ pub fn spherical_kmeans(
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         rng.set_stream(restart as u64);
         let init = initial_centroids(&points, k, cfg.init, &mut rng);
-        let run = spherical_lloyd(&points, &init, cfg.iterations, cfg.chunk_rows)?;
+        let run = spherical_lloyd(
+            &points,
+            &init,
+            cfg.iterations,
+            cfg.chunk_rows,
+            cfg.stop_when_stable,
+        )?;
         objectives.push(run.objective);
         if best
             .as_ref()
@@ -626,7 +638,11 @@ mod tests {
             .unwrap()
             .l2_normalized();
         let init = Features::new(vec![1.0, 0.0, 1.0, 0.0], 2, 2).unwrap();
-        let r = spherical_lloyd(&x, &init, 10, 3).unwrap();
+        let r = spherical_lloyd(&x, &init, 10, 3, true).unwrap();
+        assert_eq!(
+            spherical_lloyd(&x, &init, 10, 3, false).unwrap().iterations,
+            10
+        );
         assert_eq!(r.assignments, vec![0, 0, 1, 1]);
         assert!(r.iterations >= 2);
     }

@@ -50,7 +50,7 @@ fn one_restart_matches_numpy() {
     let init = Features::new(init, fx.init_rows.len(), fx.dim).unwrap();
 
     for chunk_rows in [1000, 16] {
-        let run = spherical_lloyd(&points, &init, 100, chunk_rows).unwrap();
+        let run = spherical_lloyd(&points, &init, 100, chunk_rows, true).unwrap();
         assert_eq!(run.iterations, fx.iterations);
         assert_eq!(run.assignments, fx.assignments);
         assert!(
@@ -77,7 +77,13 @@ fn one_restart_matches_numpy() {
     }
 
     // Fewer iterations than convergence needs: stops early with a different state.
-    let short = spherical_lloyd(&points, &init, 1, 1000).unwrap();
+    let short = spherical_lloyd(&points, &init, 1, 1000, true).unwrap();
     assert_eq!(short.iterations, 1);
     assert!(short.objective >= fx.objective - 1e-9);
+
+    // Running all 100 iterations past convergence changes nothing but the count.
+    let full = spherical_lloyd(&points, &init, 100, 1000, false).unwrap();
+    assert_eq!(full.iterations, 100);
+    assert_eq!(full.assignments, fx.assignments);
+    assert!((full.objective - fx.objective).abs() < 1e-5 * fx.objective);
 }
