@@ -147,6 +147,32 @@ fn eval_from_images_and_flag_errors() {
         .unwrap()
         .starts_with("random init resnet18"));
 
+    // The faithful linear probe: train features from augmented images every epoch.
+    let mut args = vec![
+        "eval",
+        "linear",
+        "--augment",
+        "--train",
+        d,
+        "--test",
+        d,
+        "--crop",
+        "16",
+    ];
+    args.extend(["--epochs", "2", "--quiet", "--out", out.to_str().unwrap()]);
+    args.extend(RANDOM);
+    run_ok(&args);
+    let lin = json(&out.join("eval/linear-random-init.json"));
+    assert!(lin["transform"]
+        .as_str()
+        .unwrap()
+        .contains("RandomResizedCrop 16"));
+    assert_eq!(lin["train_rows"], 6);
+    assert_eq!(
+        lin["results"]["linear"]["epochs"].as_array().unwrap().len(),
+        2
+    );
+
     let err = |args: &[&str]| {
         let out = carp().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -171,6 +197,11 @@ fn eval_from_images_and_flag_errors() {
     let e = err(&["eval", "knn", "--train", d, "--test", d]);
     assert!(
         e.contains("--checkpoint") && e.contains("--random-init"),
+        "{e}"
+    );
+    let e = err(&["eval", "linear", "--augment", "--features", d]);
+    assert!(
+        e.contains("--augment recomputes features from images"),
         "{e}"
     );
     let e = err(&["embed", "--random-init", "--train", d]);

@@ -60,4 +60,4 @@ pub use error::EvalError;
 pub use features::Features;
 pub use kmeans::{kmeans_eval, spherical_kmeans, KmeansConfig, KmeansInit, KmeansReport};
 pub use knn::{weighted_knn, KnnConfig, KnnResult};
-pub use linear::{linear_probe, LinearConfig, LinearReport, ProbeOptimizer};
+pub use linear::{linear_probe, linear_probe_with, LinearConfig, LinearReport, ProbeOptimizer};

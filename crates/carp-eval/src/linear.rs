@@ -400,16 +400,17 @@ pub fn linear_probe(
 ///
 /// # Errors
 /// As [`linear_probe`], plus whatever `train_for_epoch` returns.
-pub fn linear_probe_with<F>(
+pub fn linear_probe_with<F, E>(
     dim: usize,
     num_classes: usize,
     cfg: &LinearConfig,
     test: &Features,
     test_labels: &[usize],
     mut train_for_epoch: F,
-) -> Result<LinearReport, EvalError>
+) -> Result<LinearReport, E>
 where
-    F: FnMut(usize) -> Result<(Features, Vec<usize>), EvalError>,
+    F: FnMut(usize) -> Result<(Features, Vec<usize>), E>,
+    E: From<EvalError>,
 {
     let mut probe = LinearProbe::new(dim, num_classes, cfg)?;
     let mut epochs = Vec::with_capacity(cfg.epochs);

@@ -199,6 +199,69 @@ pub fn embed(
     })
 }
 
+/// Backbone features of `indices` under train-time augmentation for the faithful linear probe:
+/// torchvision's `RandomResizedCrop(crop, scale = (0.08, 1))` and `RandomHorizontalFlip()` then
+/// normalisation (DINO's `eval_linear` train transform). The draws come from
+/// `sample_rng(seed, epoch, index)`, so an epoch's features do not depend on batching or
+/// threads. Returns the features and the class labels (unlabelled images are an error).
+#[allow(clippy::too_many_arguments)]
+pub fn augmented_features(
+    backbone: &ResNet,
+    data: &EvalData,
+    indices: &[usize],
+    crop: u32,
+    seed: u64,
+    epoch: usize,
+    batch: usize,
+    device: &Device,
+) -> Result<(Features, Vec<usize>), TrainError> {
+    use burn::tensor::{Tensor, TensorData};
+    use rayon::prelude::*;
+    let rrc = carp_data::RandomResizedCrop::new(crop, (0.08, 1.0));
+    let side = crop as usize;
+    let mut out = Vec::with_capacity(indices.len() * 512);
+    let mut labels = Vec::with_capacity(indices.len());
+    let mut dim = 0;
+    for chunk in indices.chunks(batch.max(1)) {
+        let views: Vec<Result<Vec<f32>, carp_data::DataError>> = chunk
+            .par_iter()
+            .map(|&i| {
+                let img = data.dataset.get(i)?;
+                let mut rng = carp_data::sample_rng(seed, epoch as u64, i);
+                let mut view = rrc.apply(&img, &mut rng);
+                carp_data::augment::random_horizontal_flip(&mut view, 0.5, &mut rng);
+                Ok(carp_data::augment::normalize(view))
+            })
+            .collect();
+        let mut pixels = Vec::with_capacity(chunk.len() * 3 * side * side);
+        for v in views {
+            pixels.extend(v?);
+        }
+        let x = Tensor::<4>::from_data(
+            TensorData::new(pixels, [chunk.len(), 3, side, side]),
+            device,
+        );
+        let y = backbone.forward(x);
+        dim = y.dims()[1];
+        out.extend(
+            y.into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32 features"),
+        );
+        for &i in chunk {
+            labels.push(data.dataset.label(i).ok_or_else(|| TrainError::Config {
+                key: "--train".into(),
+                message: format!(
+                    "image {} has no label; the linear probe needs class sub-folders",
+                    data.paths[i]
+                ),
+            })?);
+        }
+    }
+    Ok((Features::new(out, indices.len(), dim)?, labels))
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
         path: path.to_path_buf(),
@@ -410,6 +473,43 @@ mod tests {
             err.contains("image 1") && err.contains("long name"),
             "{err}"
         );
+    }
+
+    /// Augmented features are reproducible per (seed, epoch) and change between epochs.
+    #[test]
+    fn augmented_features_are_seeded_per_epoch() {
+        let data = open_eval_data("synthetic:test", "--train").unwrap();
+        let cfg = carp_core::resnet::ResNetConfig {
+            arch: carp_core::resnet::Arch::Resnet18,
+            base_width: 4,
+            small_stem: true,
+            zero_init_residual: false,
+        };
+        let device = Device::flex();
+        let backbone = cfg.init(&device, 1);
+        let idx = [0, 5, 9];
+        let run = |epoch, batch| {
+            augmented_features(&backbone, &data, &idx, 24, 7, epoch, batch, &device).unwrap()
+        };
+        let (a, la) = run(0, 2);
+        assert_eq!((a.rows, a.dim), (3, 32));
+        assert_eq!(
+            la,
+            vec![
+                data.dataset.label(0).unwrap(),
+                data.dataset.label(5).unwrap(),
+                data.dataset.label(9).unwrap()
+            ]
+        );
+        let (b, _) = run(0, 3);
+        for (x, y) in a.data.iter().zip(&b.data) {
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                "batching changed a feature"
+            );
+        }
+        let (c, _) = run(1, 3);
+        assert_ne!(a.data, c.data, "another epoch draws other crops");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 use crate::cmd::embed::{default_dir, embed_split, transform_text, BackboneArgs, TransformArgs};
 use anyhow::Context;
 use carp_eval::{
-    kmeans_eval, linear_probe, weighted_knn, KmeansConfig, KmeansInit, KnnConfig, LinearConfig,
-    ProbeOptimizer,
+    kmeans_eval, linear_probe, linear_probe_with, weighted_knn, KmeansConfig, KmeansInit,
+    KnnConfig, LinearConfig, LinearReport, ProbeOptimizer,
 };
-use carp_train::embed::{read_embedding, Embedding};
+use carp_train::embed::{augmented_features, open_eval_data, read_embedding, Embedding};
+use carp_train::eval::subsample;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +81,11 @@ enum Protocol {
         /// Seed of the initialisation and shuffles.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Faithful path: recompute the train features every epoch from augmented images
+        /// (RandomResizedCrop to --crop, 32 for small-stem models without it, and a flip)
+        /// instead of once with the evaluation transform. Needs --train/--test images.
+        #[arg(long)]
+        augment: bool,
     },
     /// Spherical k-means on standardised features; NMI, AMI, ARI, FMI, homogeneity,
     /// completeness, V-measure of the test assignment.
@@ -115,6 +121,8 @@ struct Splits {
     transform: String,
     out: PathBuf,
     tag: &'static str,
+    /// Train rows when `train` is not materialised (the augmented linear probe).
+    train_rows: Option<usize>,
 }
 
 fn load_splits(c: &Common) -> anyhow::Result<Splits> {
@@ -135,6 +143,7 @@ fn load_splits(c: &Common) -> anyhow::Result<Splits> {
             transform: "as embedded".into(),
             out,
             tag: "",
+            train_rows: None,
         });
     }
     let (train_spec, test_spec) = match (&c.train, &c.test) {
@@ -162,7 +171,91 @@ fn load_splits(c: &Common) -> anyhow::Result<Splits> {
         transform: transform_text(&train_opts),
         out,
         tag,
+        train_rows: None,
     })
+}
+
+/// The faithful linear probe: test features once (evaluation transform), train features
+/// recomputed from augmented images every epoch.
+fn augmented_linear(c: &Common, cfg: &LinearConfig) -> anyhow::Result<(Splits, LinearReport)> {
+    anyhow::ensure!(
+        c.features.is_none(),
+        "--augment recomputes features from images: give --train and --test, not --features"
+    );
+    let (train_spec, test_spec) = match (&c.train, &c.test) {
+        (Some(a), Some(b)) => (a, b),
+        _ => anyhow::bail!("--augment needs --train DATA and --test DATA"),
+    };
+    c.backbone.init_threads()?;
+    let loaded = c.backbone.load()?;
+    eprintln!("backbone: {}", loaded.origin);
+    let test_opts = c.transform.options(&loaded.config, c.transform.max_test);
+    let test = embed_split(&loaded, test_spec, "--test", &test_opts)?;
+    let yte = test.class_labels("test features")?;
+    let data = open_eval_data(train_spec, "--train")?;
+    let indices = subsample(data.dataset.len(), c.transform.max_train);
+    let crop = c
+        .transform
+        .crop
+        .unwrap_or(if loaded.config.small_stem { 32 } else { 224 });
+    let classes = data.classes.len().max(test.num_classes());
+    let report = linear_probe_with(
+        loaded.config.output_dim(),
+        classes,
+        cfg,
+        &test.features,
+        &yte,
+        |epoch| {
+            let start = std::time::Instant::now();
+            let r = augmented_features(
+                &loaded.backbone,
+                &data,
+                &indices,
+                crop,
+                cfg.seed,
+                epoch,
+                c.transform.batch,
+                &loaded.device,
+            );
+            eprintln!(
+                "epoch {}: {} augmented train features in {:.1} s",
+                epoch + 1,
+                indices.len(),
+                start.elapsed().as_secs_f64()
+            );
+            r
+        },
+    )?;
+    let out = c.out.clone().unwrap_or_else(|| {
+        let d = default_dir(&c.backbone, "");
+        if d.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            d
+        }
+    });
+    let splits = Splits {
+        train: Embedding {
+            features: carp_eval::Features::new(Vec::new(), 0, 0)?,
+            labels: Vec::new(),
+            paths: Vec::new(),
+            classes: Vec::new(),
+        },
+        test,
+        origin: loaded.origin,
+        transform: format!(
+            "train: RandomResizedCrop {crop} + flip, recomputed each epoch; test: {}",
+            transform_text(&test_opts)
+        ),
+        out,
+        tag: if c.backbone.random_init {
+            "-random-init"
+        } else {
+            ""
+        },
+        train_rows: Some(indices.len()),
+    };
+    Ok((splits, report))
 }
 
 /// Prints `markdown`, writes it and `report` as `<out>/eval/<name>.{md,json}`.
@@ -173,13 +266,14 @@ fn report(
     results: serde_json::Value,
 ) -> anyhow::Result<()> {
     let dir = s.out.join("eval");
+    let train_rows = s.train_rows.unwrap_or(s.train.features.rows);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let header = format!(
         "# carp eval {name}\n\n- backbone: {}\n- transform: {}\n- train: {} x {}, test: {} x {}\n\n",
         s.origin,
         s.transform,
-        s.train.features.rows,
-        s.train.features.dim,
+        train_rows,
+        s.test.features.dim,
         s.test.features.rows,
         s.test.features.dim
     );
@@ -192,9 +286,9 @@ fn report(
         "protocol": name,
         "backbone": s.origin,
         "transform": s.transform,
-        "train_rows": s.train.features.rows,
+        "train_rows": train_rows,
         "test_rows": s.test.features.rows,
-        "dim": s.train.features.dim,
+        "dim": s.test.features.dim,
         "results": results,
     });
     let json_path = dir.join(format!("{stem}.json"));
@@ -252,6 +346,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             lr,
             wd,
             seed,
+            augment,
         } => {
             let optimizer = match optimizer.as_str() {
                 "lars" => ProbeOptimizer::Lars,
@@ -271,16 +366,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 seed,
                 ..LinearConfig::default()
             };
-            let s = load_splits(&common)?;
-            let (ytr, yte, classes) = labels(&s)?;
-            let r = linear_probe(
-                &s.train.features,
-                &ytr,
-                &s.test.features,
-                &yte,
-                classes,
-                &cfg,
-            )?;
+            let (s, r) = if augment {
+                augmented_linear(&common, &cfg)?
+            } else {
+                let s = load_splits(&common)?;
+                let (ytr, yte, classes) = labels(&s)?;
+                let r = linear_probe(
+                    &s.train.features,
+                    &ytr,
+                    &s.test.features,
+                    &yte,
+                    classes,
+                    &cfg,
+                )?;
+                (s, r)
+            };
             let mut md = format!(
                 "Linear probe: {epochs} epochs, {optimizer:?}, batch {batch_size}, lr {lr} (cosine), wd {wd}\n\n\
                  | epoch | lr | train loss | top-1 % | top-5 % |\n|---:|---:|---:|---:|---:|\n"
