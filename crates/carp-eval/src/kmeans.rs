@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster_metrics::{cluster_scores, ClusterScores};
-use crate::linalg::matmul_nt;
+use crate::linalg::{matmul_nt, matmul_nt_direct};
 use crate::{EvalError, Features};
 
 /// How the centroids of one restart are chosen.
@@ -201,6 +201,11 @@ fn prepare(x: &Features, standardizer: Option<&Standardizer>) -> Features {
     }
 }
 
+/// Up to this many centroids, similarities use [`matmul_nt_direct`]. Measured on 10,000 x 512
+/// features, 2 threads, 10 x 100 iterations: k = 16 direct 7.0 s vs GEMM 9.5 s; k = 32 direct
+/// 14.0 s vs GEMM 9.2 s; k = 100 direct 36.8 s vs GEMM 19.5 s.
+const DIRECT_MAX_K: usize = 20;
+
 /// Most similar centroid per row (ties to the lower index) and that similarity.
 fn assign_points(
     points: &Features,
@@ -215,14 +220,13 @@ fn assign_points(
     for start in (0..n).step_by(chunk) {
         let rows = chunk.min(n - start);
         let block = &mut sims[..rows * k];
-        matmul_nt(
-            &points.data[start * d..(start + rows) * d],
-            &centroids.data,
-            rows,
-            k,
-            d,
-            block,
-        );
+        let a = &points.data[start * d..(start + rows) * d];
+        // Few centroids: direct dot products beat a GEMM that re-packs every point per call.
+        if k <= DIRECT_MAX_K {
+            matmul_nt_direct(a, &centroids.data, rows, k, d, block);
+        } else {
+            matmul_nt(a, &centroids.data, rows, k, d, block);
+        }
         block
             .par_chunks(k)
             .zip(assign[start..start + rows].par_iter_mut())
