@@ -37,6 +37,10 @@ enum Command {
     Report(cmd::report::Args),
     /// Dataset housekeeping: `carp data download {cifar10,cifar100,stl10} --to DIR`.
     Data(cmd::data::Args),
+    /// Write backbone features of data sets as .npy and .safetensors.
+    Embed(cmd::embed::Args),
+    /// Evaluate a backbone: weighted k-NN, linear probe or k-means (spec §6).
+    Eval(cmd::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Convert(args) => cmd::convert::run(args),
         Command::Data(args) => cmd::data::run(args),
+        Command::Embed(args) => cmd::embed::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
     };
     match result {
         Ok(code) => code,

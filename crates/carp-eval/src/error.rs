@@ -90,4 +90,29 @@ pub enum EvalError {
     /// `chunk_rows` is zero.
     #[error("k-NN: chunk_rows must be at least 1, found 0")]
     ZeroChunkRows,
+    /// Two label vectors to compare have different lengths.
+    #[error("clustering metrics: {truth} true labels but {pred} predicted labels")]
+    LabelLengths {
+        /// Length of the true labels.
+        truth: usize,
+        /// Length of the predicted labels.
+        pred: usize,
+    },
+    /// Clustering metrics of zero rows were asked for.
+    #[error("clustering metrics: the label vectors are empty")]
+    EmptyLabels,
+    /// The number of k-means clusters is 0 or more than the train rows.
+    #[error("k-means: k = {k} clusters needs 1 <= k <= {rows} train rows")]
+    KmeansK {
+        /// Clusters asked for.
+        k: usize,
+        /// Train rows available.
+        rows: usize,
+    },
+    /// A k-means setting is out of range.
+    #[error("k-means: {0}")]
+    KmeansSettings(String),
+    /// A linear-probe setting is out of range.
+    #[error("linear probe: {0}")]
+    ProbeSettings(String),
 }

@@ -64,8 +64,8 @@ pub struct KnnResult {
 ///
 /// Similarities are computed one chunk of `cfg.chunk_rows` test rows at a time against all train
 /// rows with `matrixmultiply::sgemm`, split over rayon threads; each test row then does one
-/// partial selection (`select_nth_unstable_by`) for the largest k and reuses its sorted prefix
-/// for the smaller ks. Results do not depend on `chunk_rows` or the thread count.
+/// exact top-k selection for the largest k (one pass with a k-element heap, so most train rows
+/// cost a single comparison) and reuses its sorted prefix for the smaller ks. Results do not depend on `chunk_rows` or the thread count.
 ///
 /// # Errors
 /// - [`EvalError::DimMismatch`] when `train.dim != test.dim`;
@@ -293,6 +293,52 @@ fn neighbour_order(sims: &[f32], a: usize, b: usize) -> Ordering {
         .then(a.cmp(&b))
 }
 
+/// The `k` best train indices under [`neighbour_order`], best first, in `heap`.
+///
+/// One pass over `sims` with a heap of the `k` best so far whose root is the worst of them: a
+/// row enters only when its similarity is strictly above the root's (an equal similarity comes
+/// from a higher index and so ranks lower), so most rows cost one comparison. This is an exact
+/// selection, identical to sorting all rows by [`neighbour_order`] and keeping the first `k`.
+fn select_nearest(heap: &mut Vec<usize>, sims: &[f32], k: usize) {
+    let k = k.min(sims.len());
+    heap.clear();
+    heap.extend(0..k);
+    if k == 0 {
+        return;
+    }
+    for i in (0..k / 2).rev() {
+        sift_down(heap, sims, i);
+    }
+    let mut worst = sims[heap[0]];
+    for (j, &s) in sims.iter().enumerate().skip(k) {
+        if s > worst {
+            heap[0] = j;
+            sift_down(heap, sims, 0);
+            worst = sims[heap[0]];
+        }
+    }
+    heap.sort_unstable_by(|&a, &b| neighbour_order(sims, a, b));
+}
+
+/// Restores the heap property below `i`: every parent ranks after (is worse than) its children.
+fn sift_down(heap: &mut [usize], sims: &[f32], mut i: usize) {
+    loop {
+        let (l, r) = (2 * i + 1, 2 * i + 2);
+        let mut worst = i;
+        if l < heap.len() && neighbour_order(sims, heap[l], heap[worst]) == Ordering::Greater {
+            worst = l;
+        }
+        if r < heap.len() && neighbour_order(sims, heap[r], heap[worst]) == Ordering::Greater {
+            worst = r;
+        }
+        if worst == i {
+            return;
+        }
+        heap.swap(i, worst);
+        i = worst;
+    }
+}
+
 /// Position of `label` when classes are sorted by descending score, ties by ascending class index.
 fn class_rank(scores: &[f64], label: usize) -> usize {
     let own = scores[label];
@@ -313,7 +359,7 @@ fn add_counts(a: &mut [[u64; 2]], b: &[[u64; 2]]) {
 
 /// Per-thread buffers and hit counts for voting one test row at a time.
 struct RowScratch {
-    /// Train indices, partially ordered by [`neighbour_order`].
+    /// The nearest train indices, best first (see [`select_nearest`]).
     order: Vec<usize>,
     /// Class scores `[C]`.
     scores: Vec<f64>,
@@ -324,7 +370,7 @@ struct RowScratch {
 impl RowScratch {
     fn new(n_train: usize, num_classes: usize, num_ks: usize) -> Self {
         Self {
-            order: Vec::with_capacity(n_train),
+            order: Vec::with_capacity(n_train.min(1 << 16)),
             scores: vec![0.0; num_classes],
             correct: vec![[0; 2]; num_ks],
         }
@@ -340,14 +386,8 @@ impl RowScratch {
         temperature: f64,
     ) {
         let k_max = *ks_ascending.last().expect("ks is not empty");
-        self.order.clear();
-        self.order.extend(0..sims.len());
-        if k_max < self.order.len() {
-            self.order
-                .select_nth_unstable_by(k_max - 1, |&a, &b| neighbour_order(sims, a, b));
-        }
-        let nearest = &mut self.order[..k_max];
-        nearest.sort_unstable_by(|&a, &b| neighbour_order(sims, a, b));
+        select_nearest(&mut self.order, sims, k_max);
+        let nearest = &self.order[..k_max];
 
         self.scores.fill(0.0);
         let mut voted = 0;
@@ -450,6 +490,22 @@ mod tests {
         let labels_p = order.map(|i| labels[i]);
         let r = weighted_knn(&train_p, &labels_p, &test, &[0], 3, &c).unwrap();
         assert_eq!(r[0].top1, 100.0, "neighbour 0 is now the label-0 row");
+    }
+
+    /// The heap selection equals a full sort by (similarity desc, index asc), ties included.
+    #[test]
+    fn select_nearest_equals_full_sort() {
+        let sims: Vec<f32> = (0..500u32)
+            .map(|i| ((i * 37 + 11) % 23) as f32 / 23.0 - 0.5)
+            .chain([0.0, -0.0, 0.5, 0.5])
+            .collect();
+        let mut all: Vec<usize> = (0..sims.len()).collect();
+        all.sort_by(|&a, &b| neighbour_order(&sims, a, b));
+        let mut heap = Vec::new();
+        for k in [1, 2, 7, 100, 503, 504] {
+            select_nearest(&mut heap, &sims, k);
+            assert_eq!(heap, all[..k], "k = {k}");
+        }
     }
 
     #[test]

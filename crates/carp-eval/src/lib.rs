@@ -9,6 +9,12 @@
 //! - [`weighted_knn`]: DINO's weighted k-NN classifier (spec §6) — cosine similarity, k nearest
 //!   train rows, votes weighted by exp(sim / T) — configured by [`KnnConfig`] and returning one
 //!   [`KnnResult`] (top-1 / top-5 in percent) per k.
+//! - [`cluster_metrics`]: NMI, adjusted NMI, ARI, Fowlkes–Mallows, homogeneity, completeness and
+//!   V-measure of any two label vectors ([`cluster_scores`]), as scikit-learn defines them.
+//! - [`kmeans`]: spherical k-means on standardised features ([`spherical_kmeans`]) and the
+//!   spec §6 protocol with its clustering report ([`kmeans_eval`]).
+//! - [`linear`]: the linear probe on frozen features ([`linear_probe`], LARS or SGD, cosine
+//!   schedule, top-1/top-5 per epoch and the best).
 //! - [`EvalError`]: every way user-supplied features, labels or settings can be wrong.
 //!
 //! # Example
@@ -41,10 +47,17 @@
 //! None. Parallelism uses rayon's global pool; similarities use `matrixmultiply`'s f32 GEMM.
 #![warn(missing_docs)]
 
+pub mod cluster_metrics;
 mod error;
 mod features;
+pub mod kmeans;
 mod knn;
+mod linalg;
+pub mod linear;
 
+pub use cluster_metrics::{cluster_scores, ClusterScores, Contingency};
 pub use error::EvalError;
 pub use features::Features;
+pub use kmeans::{kmeans_eval, spherical_kmeans, KmeansConfig, KmeansInit, KmeansReport};
 pub use knn::{weighted_knn, KnnConfig, KnnResult};
+pub use linear::{linear_probe, linear_probe_with, LinearConfig, LinearReport, ProbeOptimizer};

@@ -19,6 +19,9 @@ pub enum TrainError {
     /// A checkpoint could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] carp_io::CheckpointError),
+    /// Weights from another tool (PyTorch `.pth`, torchvision safetensors) could not be imported.
+    #[error(transparent)]
+    Import(#[from] carp_io::IoError),
     /// A checkpoint does not fit the configured model.
     #[error("{path}: checkpoint does not match the model: {message}")]
     Resume {

@@ -2,7 +2,8 @@
 //!
 //! Configuration ([`config::Config`], presets `tiny`, `cifar`, `imagenet`), the run directory,
 //! the training loop with exact resume ([`pretrain::pretrain`]), metrics and the k-NN
-//! evaluation at the end.
+//! evaluation at the end; backbone weights for evaluation ([`weights::load_backbone`]) and
+//! feature extraction to `.npy`/`.safetensors` ([`embed`]).
 //!
 //! Watching a run: [`diagnostics`] (collapse signals and detector), [`tensorboard`] (event
 //! files), [`progress`] (events for a progress bar), [`signals`] (graceful stop),
@@ -26,6 +27,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod diagnostics;
+pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod metrics;
@@ -35,6 +37,7 @@ pub mod report;
 pub mod signals;
 pub mod state;
 pub mod tensorboard;
+pub mod weights;
 
 pub use config::Config;
 pub use error::TrainError;

@@ -2,6 +2,8 @@
 
 pub mod convert;
 pub mod data;
+pub mod embed;
+pub mod eval;
 pub mod inspect;
 pub mod pretrain;
 pub mod report;
