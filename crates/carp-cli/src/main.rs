@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+    progress::set_quiet(cli.quiet);
     let result = match cli.command {
         Command::Pretrain(args) => {
             cmd::pretrain::run(args, progress::Progress::new(cli.log_format, cli.quiet))
@@ -72,5 +73,18 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap checks argument definitions (unique names, global flags not redefined by a
+    /// subcommand, ...) only in debug builds; run those checks in every test build.
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -191,7 +191,7 @@ fn eval_from_images_and_flag_errors() {
         d,
     ]);
     assert!(
-        e.contains("format pytorch: PyTorch checkpoints need the importer"),
+        e.contains("--format") && e.contains("unknown checkpoint format `pytorch`"),
         "{e}"
     );
     let e = err(&["eval", "knn", "--train", d, "--test", d]);

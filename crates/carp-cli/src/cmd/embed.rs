@@ -145,9 +145,6 @@ pub struct TransformArgs {
     /// Use at most this many test images, evenly spaced (0: all).
     #[arg(long, default_value_t = 0)]
     pub max_test: usize,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 impl TransformArgs {
@@ -163,7 +160,7 @@ impl TransformArgs {
             crop,
             batch: self.batch,
             max_images: max,
-            progress: !self.quiet,
+            progress: !crate::progress::is_quiet(),
         }
     }
 }
