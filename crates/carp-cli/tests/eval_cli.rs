@@ -214,3 +214,57 @@ fn eval_from_images_and_flag_errors() {
     ]);
     assert!(e.contains("train.safetensors"), "{e}");
 }
+
+/// A PyTorch checkpoint in the CARP release's layout (carp-io's fixture: ResNet-18 at width
+/// 4, `module.backbone.` keys, `args` Namespace, optimiser state) goes through `--format`:
+/// detected, named, or refused with the entries it lacks.
+#[test]
+fn eval_takes_pytorch_checkpoints() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../carp-io/tests/fixtures/pth/carp_zip.pth");
+    let fixture = fixture.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    image_folder(&data, 3, 0);
+    let (d, out) = (data.to_str().unwrap(), tmp.path().join("run"));
+    for format in [None, Some("carp"), Some("dino")] {
+        let mut args = vec!["eval", "knn", "--checkpoint", fixture, "--train", d];
+        args.extend([
+            "--test",
+            d,
+            "--k",
+            "1",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        if let Some(f) = format {
+            args.extend(["--format", f]);
+        }
+        run_ok(&args);
+        let report = std::fs::read_dir(out.join("eval"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "json"))
+            .unwrap();
+        let knn = json(&report);
+        assert_eq!(knn["train_rows"], 6);
+        let backbone = knn["backbone"].as_str().unwrap();
+        assert!(
+            backbone.contains("carp_zip.pth") && backbone.contains("teacher"),
+            "{backbone}"
+        );
+        std::fs::remove_dir_all(out.join("eval")).unwrap();
+    }
+    let out = carp()
+        .args(["eval", "knn", "--checkpoint", fixture, "--format", "vicreg"])
+        .args(["--train", d, "--test", d])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("carp_zip.pth") && err.contains("layout gives no ResNet backbone"),
+        "{err}"
+    );
+}

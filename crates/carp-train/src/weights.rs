@@ -129,7 +129,16 @@ fn load_imported(
         .transpose()?;
     let key = opts.key.as_deref();
     let imported = import_backbone(path, format, key)?;
-    let resnet = infer_resnet(&imported.backbone)?;
+    let resnet = infer_resnet(&imported.backbone).map_err(|e| {
+        bad(
+            "--format",
+            format!(
+                "{}: the {} layout gives no ResNet backbone ({e}); is it the right --format?",
+                path.display(),
+                imported.format
+            ),
+        )
+    })?;
     if let Some(arch) = &opts.arch {
         let want = parse_arch(arch)?;
         if want != resnet.arch {
