@@ -215,40 +215,21 @@ pub fn augmented_features(
     batch: usize,
     device: &Device,
 ) -> Result<(Features, Vec<usize>), TrainError> {
-    use burn::tensor::{Tensor, TensorData};
-    use rayon::prelude::*;
     let rrc = carp_data::RandomResizedCrop::new(crop, (0.08, 1.0));
-    let side = crop as usize;
     let mut out = Vec::with_capacity(indices.len() * 512);
     let mut labels = Vec::with_capacity(indices.len());
     let mut dim = 0;
     for chunk in indices.chunks(batch.max(1)) {
-        let views: Vec<Result<Vec<f32>, carp_data::DataError>> = chunk
-            .par_iter()
-            .map(|&i| {
-                let img = data.dataset.get(i)?;
-                let mut rng = carp_data::sample_rng(seed, epoch as u64, i);
-                let mut view = rrc.apply(&img, &mut rng);
-                carp_data::augment::random_horizontal_flip(&mut view, 0.5, &mut rng);
-                Ok(carp_data::augment::normalize(view))
-            })
-            .collect();
-        let mut pixels = Vec::with_capacity(chunk.len() * 3 * side * side);
-        for v in views {
-            pixels.extend(v?);
-        }
-        let x = Tensor::<4>::from_data(
-            TensorData::new(pixels, [chunk.len(), 3, side, side]),
-            device,
-        );
-        let y = backbone.forward(x);
-        dim = y.dims()[1];
-        out.extend(
-            y.into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32 features"),
-        );
+        let view = |i| {
+            let img = data.dataset.get(i)?;
+            let mut rng = carp_data::sample_rng(seed, epoch as u64, i);
+            let mut view = rrc.apply(&img, &mut rng);
+            carp_data::augment::random_horizontal_flip(&mut view, 0.5, &mut rng);
+            Ok(carp_data::augment::normalize(view))
+        };
+        let (batch_out, d) = crate::eval::forward_batch(backbone, chunk, view, device)?;
+        dim = d;
+        out.extend(batch_out);
         for &i in chunk {
             labels.push(data.dataset.label(i).ok_or_else(|| TrainError::Config {
                 key: "--train".into(),

@@ -15,6 +15,39 @@ pub fn subsample(len: usize, max: usize) -> Vec<usize> {
     (0..max).map(|i| i * len / max).collect()
 }
 
+/// Backbone outputs (inference mode) of one batch: `view(i)` makes the normalised CHW pixels
+/// of image `i` (in parallel; every view of a batch has the same square size). Returns the
+/// row-major outputs and their width.
+pub fn forward_batch<F>(
+    backbone: &ResNet,
+    chunk: &[usize],
+    view: F,
+    device: &Device,
+) -> Result<(Vec<f32>, usize), TrainError>
+where
+    F: Fn(usize) -> Result<Vec<f32>, carp_data::DataError> + Sync,
+{
+    let views: Vec<Result<Vec<f32>, carp_data::DataError>> =
+        chunk.par_iter().map(|&i| view(i)).collect();
+    let mut pixels = Vec::new();
+    for v in views {
+        pixels.extend(v?);
+    }
+    let side = ((pixels.len() / chunk.len().max(1) / 3) as f64).sqrt() as usize;
+    let x = Tensor::<4>::from_data(
+        TensorData::new(pixels, [chunk.len(), 3, side, side]),
+        device,
+    );
+    let y = backbone.forward(x);
+    let dim = y.dims()[1];
+    let out = y
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    Ok((out, dim))
+}
+
 /// Backbone features (inference mode) of `indices`, with their labels.
 pub fn features(
     backbone: &ResNet,
@@ -28,27 +61,10 @@ pub fn features(
     let mut labels = Vec::with_capacity(indices.len());
     let mut dim = 0;
     for chunk in indices.chunks(batch.max(1)) {
-        let views: Vec<Result<Vec<f32>, carp_data::DataError>> = chunk
-            .par_iter()
-            .map(|&i| dataset.get(i).map(|img| eval_view(&img, sizes.0, sizes.1)))
-            .collect();
-        let mut pixels = Vec::new();
-        for v in views {
-            pixels.extend(v?);
-        }
-        let side = ((pixels.len() / chunk.len() / 3) as f64).sqrt() as usize;
-        let x = Tensor::<4>::from_data(
-            TensorData::new(pixels, [chunk.len(), 3, side, side]),
-            device,
-        );
-        let y = backbone.forward(x);
-        dim = y.dims()[1];
-        data.extend(
-            y.into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32"),
-        );
+        let view = |i| dataset.get(i).map(|img| eval_view(&img, sizes.0, sizes.1));
+        let (out, d) = forward_batch(backbone, chunk, view, device)?;
+        dim = d;
+        data.extend(out);
         labels.extend(chunk.iter().map(|&i| dataset.label(i)));
     }
     Ok((Features::new(data, indices.len(), dim)?, labels))

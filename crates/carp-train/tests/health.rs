@@ -12,27 +12,8 @@ use carp_train::tensorboard::{read_events, Value};
 use carp_train::{pretrain, Config, TrainError};
 use std::path::Path;
 
-fn tiny(out: &Path) -> Config {
-    let mut c = Config::preset("tiny").unwrap();
-    c.model.base_width = 4;
-    c.model.hidden_dim = 32;
-    c.model.bottleneck_dim = 16;
-    c.model.out_dim = 64;
-    c.model.partition_size = 16;
-    c.views.global_size = 16;
-    c.views.local_size = 8;
-    c.views.local_views = 2;
-    c.data.synthetic_train = 64;
-    c.data.synthetic_test = 16;
-    c.data.image_size = 16;
-    c.optim.batch_size = 8;
-    c.run.epochs = 2;
-    c.run.eval = false;
-    c.run.log_every = 1;
-    c.run.seed = 11;
-    c.run.out = out.display().to_string();
-    c
-}
+mod common;
+use common::{assert_same_tensors, tiny};
 
 fn records(out: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -40,23 +21,6 @@ fn records(out: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn assert_same_tensors(a: &Path, b: &Path) {
-    let a = read_checkpoint(&a.join(CHECKPOINT)).unwrap();
-    let b = read_checkpoint(&b.join(CHECKPOINT)).unwrap();
-    assert_eq!(a.meta["next_step"], b.meta["next_step"]);
-    assert_eq!(a.tensors.len(), b.tensors.len());
-    for (key, ta) in &a.tensors {
-        let tb = &b.tensors[key];
-        assert!(
-            ta.values
-                .iter()
-                .zip(&tb.values)
-                .all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{key} differs"
-        );
-    }
 }
 
 /// A healthy run logs every diagnostic on every step, stays unflagged, and writes the same

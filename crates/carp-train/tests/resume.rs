@@ -4,50 +4,12 @@ use burn::tensor::Device;
 use carp_io::read_checkpoint;
 use carp_train::pretrain::CHECKPOINT;
 use carp_train::{pretrain, Config, TrainError};
-use std::path::Path;
 
-fn tiny(out: &Path) -> Config {
-    let mut c = Config::preset("tiny").unwrap();
-    c.model.base_width = 4;
-    c.model.hidden_dim = 32;
-    c.model.bottleneck_dim = 16;
-    c.model.out_dim = 64;
-    c.model.partition_size = 16;
-    c.views.global_size = 16;
-    c.views.local_size = 8;
-    c.views.local_views = 2;
-    c.data.synthetic_train = 64;
-    c.data.synthetic_test = 16;
-    c.data.image_size = 16;
-    c.optim.batch_size = 8;
-    c.run.epochs = 2;
-    c.run.eval = false;
-    c.run.log_every = 1;
-    c.run.seed = 11;
-    c.run.out = out.display().to_string();
-    c
-}
+mod common;
+use common::{assert_same_tensors, tiny};
 
 fn run(cfg: &Config) -> Result<carp_train::Summary, TrainError> {
     pretrain(cfg, &Device::flex())
-}
-
-fn assert_same_tensors(a: &Path, b: &Path) {
-    let a = read_checkpoint(&a.join(CHECKPOINT)).unwrap();
-    let b = read_checkpoint(&b.join(CHECKPOINT)).unwrap();
-    assert_eq!(a.meta["next_step"], b.meta["next_step"]);
-    assert_eq!(a.tensors.len(), b.tensors.len());
-    for (key, ta) in &a.tensors {
-        let tb = &b.tensors[key];
-        assert_eq!(ta.shape, tb.shape, "{key}");
-        assert!(
-            ta.values
-                .iter()
-                .zip(&tb.values)
-                .all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{key} differs after resume"
-        );
-    }
 }
 
 /// k steps + stop + resume to n steps gives bit-identical student, teacher, BatchNorm
