@@ -270,6 +270,13 @@ impl Taps {
 ///
 /// # Panics
 /// If `region` does not lie inside `img` or a size is 0.
+// The hot kernels get AVX2 and AVX-512 clones picked at run time (the crate is built for
+// baseline x86-64): +30 % on the ImageNet recipe (bench/runs/2026-11-27-augment). Without
+// Rust neither fuses nor reorders float operations, so the clones compute the same values.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 pub fn resize_bicubic(
     img: &RgbImage,
     region: CropBox,
@@ -346,6 +353,10 @@ pub fn resize_bicubic(
 }
 
 /// Bicubic vertical pass on planar `[3][in_h][width]` values, clamped to [0, 255].
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 fn vertical_pass(src: &[f32], width: usize, in_h: u32, out_h: u32) -> Vec<f32> {
     if in_h == out_h {
         return src.to_vec();
@@ -374,6 +385,10 @@ fn vertical_pass(src: &[f32], width: usize, in_h: u32, out_h: u32) -> Vec<f32> {
 }
 
 /// Bicubic horizontal pass on planar `[3][height][in_w]` values, clamped to [0, 255].
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 fn horizontal_pass(src: &[f32], in_w: u32, height: usize, out_w: u32) -> Vec<f32> {
     if in_w == out_w {
         return src.to_vec();
@@ -462,6 +477,10 @@ pub fn adjust_saturation(img: &mut FloatImage, factor: f32) {
 /// shift modulo 1, then HSV to RGB as `c_n = v - v·s·clamp(min(k, 4 - k), 0, 1)` with
 /// `k = (n + 6h) mod 6` for n = 5, 3, 1 (R, G, B), which equals `_hsv2rgb`'s sextant
 /// table up to float rounding. Gray pixels (no chroma) are left as they are.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 pub fn adjust_hue(img: &mut FloatImage, shift: f32) {
     if !(-1.0..=1.0).contains(&shift) {
         // Outside the documented range: reduce to [0, 1) once (same result modulo 1).
@@ -710,6 +729,10 @@ pub fn pil_box_radius(sigma: f32, passes: u32) -> f32 {
 /// `2⌊radius⌋ + 1` central taps, the remainder split between the next two). Its variance
 /// is `sigma²`; its shape differs from the sampled Gaussian of [`gaussian_blur`] (up to
 /// ~30/255 on single-pixel noise). Unlike Pillow the passes are not rounded to 8 bits.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 pub fn pil_gaussian_blur(img: &mut FloatImage, sigma: f32) {
     const PASSES: usize = 3;
     let radius = pil_box_radius(sigma, PASSES as u32);
