@@ -271,7 +271,7 @@ impl Taps {
 /// # Panics
 /// If `region` does not lie inside `img` or a size is 0.
 // The hot kernels get AVX2 and AVX-512 clones picked at run time (the crate is built for
-// baseline x86-64): +30 % on the ImageNet recipe (bench/runs/2026-11-27-augment). Without
+// baseline x86-64): +30 % on the ImageNet recipe (bench/runs/2026-11-27-augment).
 // Rust neither fuses nor reorders float operations, so the clones compute the same values.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
