@@ -192,6 +192,9 @@ pub struct RunConfig {
     pub log_every: usize,
     /// Run the k-NN evaluation at the end [true].
     pub eval: bool,
+    /// Also k-NN evaluate the teacher every N epochs during training, into `knn.jsonl`
+    /// (plotted by `carp report`); 0 = only at the end [0].
+    pub eval_every_epochs: usize,
     /// Device: `cpu` (flex), `vulkan[:N]` or `cuda[:N]` [cpu].
     pub device: String,
 }
@@ -208,6 +211,7 @@ impl Default for RunConfig {
             checkpoint_every: 0,
             log_every: 10,
             eval: true,
+            eval_every_epochs: 0,
             device: "cpu".into(),
         }
     }

@@ -447,6 +447,18 @@ pub fn pretrain_observed(
                     "run ended inside an accumulation window: no checkpoint written"
                 );
             }
+            let eval_every = cfg.run.eval_every_epochs;
+            if cfg.run.eval
+                && eval_every > 0
+                && epoch_done
+                && it != end
+                && it.is_multiple_of(accum)
+                && (it / spe).is_multiple_of(eval_every)
+            {
+                if let Some(results) = knn_teacher(cfg, &data, &model, device)? {
+                    log_knn_point(&out, it / spe, it, &results)?;
+                }
+            }
         }
         if totals.steps + totals.skipped > 0 {
             let wall = epoch_start.elapsed().as_secs_f64();
@@ -500,6 +512,9 @@ pub fn pretrain_observed(
     } else {
         None
     };
+    if let Some(knn) = knn.as_ref().filter(|_| cfg.run.eval_every_epochs > 0) {
+        log_knn_point(&out, steps / spe, steps, &knn.trained)?;
+    }
     let summary = Summary {
         out_dir: out.clone(),
         steps,
@@ -579,6 +594,66 @@ fn tensorboard_values(r: &StepRecord, probe: Option<&StepProbe>) -> Vec<(String,
 }
 
 /// k-NN of the trained teacher backbone and of the initial backbone (spec §6).
+/// File of the k-NN points taken during training (`run.eval_every_epochs`).
+pub const KNN_LOG: &str = "knn.jsonl";
+
+/// Weighted k-NN of the teacher backbone alone (no random-init baseline), for the points
+/// taken during training; `None` without labelled evaluation data.
+fn knn_teacher(
+    cfg: &Config,
+    data: &RunData,
+    model: &StudentTeacher,
+    device: &Device,
+) -> Result<Option<Vec<KnnResult>>, TrainError> {
+    let (Some(bank), Some(test)) = (&data.eval_train, &data.eval_test) else {
+        return Ok(None);
+    };
+    let sizes = data::eval_sizes(cfg);
+    let backbone = model.teacher.backbone.valid();
+    let results = knn_eval(
+        &backbone,
+        bank.as_ref(),
+        test.as_ref(),
+        sizes,
+        cfg.data.eval_max_images,
+        device,
+    )?;
+    Ok(Some(results))
+}
+
+/// Appends one line `{epoch, step, k, top1, top5}` (k = 20, or the largest k) to
+/// [`KNN_LOG`] in `out`.
+fn log_knn_point(
+    out: &Path,
+    epoch: usize,
+    step: usize,
+    results: &[KnnResult],
+) -> Result<(), TrainError> {
+    use std::io::Write;
+    let Some(r) = results
+        .iter()
+        .find(|x| x.k == 20)
+        .or_else(|| results.last())
+    else {
+        return Ok(());
+    };
+    info!(epoch, step, k = r.k, top1 = r.top1, "k-NN during training");
+    let path = out.join(KNN_LOG);
+    let line = serde_json::json!({
+        "epoch": epoch, "step": step, "k": r.k, "top1": r.top1, "top5": r.top5,
+    });
+    let io = |source| TrainError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io)?;
+    writeln!(file, "{line}").map_err(io)
+}
+
 fn evaluate(
     cfg: &Config,
     data: &RunData,

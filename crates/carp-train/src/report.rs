@@ -218,7 +218,8 @@ fn last_f64(records: &[Value], key: &str) -> Option<f64> {
     records.iter().rev().find_map(|r| r[key].as_f64())
 }
 
-/// Writes `loss.png`, `schedule.png`, `health.png` (and `knn.png` when the run evaluated)
+/// Writes `loss.png`, `schedule.png`, `health.png` (`knn.png` when the run evaluated,
+/// `knn_training.png` when it evaluated during training)
 /// and `report.md` into `run_dir/report/`.
 pub fn write_report(run_dir: &Path) -> Result<Report, ReportError> {
     ensure_font();
@@ -273,6 +274,18 @@ pub fn write_report(run_dir: &Path) -> Result<Report, ReportError> {
     if let Some(knn) = knn {
         let path = dir.join("knn.png");
         knn_chart(&path, knn)?;
+        images.push(path);
+    }
+
+    // k-NN points taken during training (`run.eval_every_epochs`), if any.
+    if let Ok(points) = read_metrics(&run_dir.join(crate::pretrain::KNN_LOG)) {
+        let path = dir.join("knn_training.png");
+        line_chart(
+            &path,
+            "k-NN top-1 of the teacher during training (%)",
+            &[series(&points, "top1"), series(&points, "top5")],
+            None,
+        )?;
         images.push(path);
     }
 

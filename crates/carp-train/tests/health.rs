@@ -262,3 +262,40 @@ fn stop_flag_checkpoints_mid_epoch_and_resumes_exactly() {
     assert_eq!(s.steps_this_run, 11);
     assert_same_tensors(&a, &b);
 }
+
+/// `run.eval_every_epochs = 1`: a k-NN point per epoch in `knn.jsonl` (the last one equal to
+/// the end-of-run evaluation), and `carp report` plots them.
+#[test]
+fn knn_during_training_is_logged_and_plotted() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut cfg = tiny(&out);
+    cfg.run.eval = true;
+    cfg.run.eval_every_epochs = 1;
+    cfg.run.epochs = 3;
+    let summary = pretrain(&cfg, &Device::flex()).unwrap();
+    let text = std::fs::read_to_string(out.join(carp_train::pretrain::KNN_LOG)).unwrap();
+    let points: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let epochs: Vec<u64> = points
+        .iter()
+        .map(|p| p["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, [1, 2, 3]);
+    for p in &points {
+        let top1 = p["top1"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&top1) && p["top5"].as_f64().unwrap() >= top1);
+        assert_eq!(p["k"], 20);
+    }
+    let knn = summary.knn.expect("end-of-run k-NN");
+    assert_eq!(points[2]["top1"].as_f64().unwrap(), knn.trained_top1);
+    let report = carp_train::report::write_report(&out).unwrap();
+    let plot = out.join("report/knn_training.png");
+    assert!(report.images.contains(&plot));
+    assert_eq!(
+        &std::fs::read(&plot).unwrap()[..8],
+        b"\x89PNG\r\n\x1a\n".as_slice()
+    );
+}

@@ -103,6 +103,10 @@ pub struct Args {
     /// Keep a numbered checkpoint every N epochs.
     #[arg(long, alias = "saveckp_freq")]
     pub keep_every_epochs: Option<usize>,
+    /// Also k-NN evaluate the teacher every N epochs during training (`knn.jsonl`, plotted by
+    /// `carp report`); needs --eval-data or the synthetic default.
+    #[arg(long)]
+    pub eval_every_epochs: Option<usize>,
     /// Skip the k-NN evaluation at the end.
     #[arg(long)]
     pub no_eval: bool,
@@ -189,6 +193,7 @@ pub fn resolve(args: Args) -> anyhow::Result<Config> {
     set(&mut cfg.run.device, args.device);
     set(&mut cfg.run.log_every, args.log_every);
     set(&mut cfg.run.keep_every_epochs, args.keep_every_epochs);
+    set(&mut cfg.run.eval_every_epochs, args.eval_every_epochs);
     set(&mut cfg.run.checkpoint_every, args.checkpoint_every);
     if let Some(p) = args.nan_policy {
         cfg.monitor.nan_policy = match p {
