@@ -282,7 +282,7 @@ pub fn write_report(run_dir: &Path) -> Result<Report, ReportError> {
         let path = dir.join("knn_training.png");
         line_chart(
             &path,
-            "k-NN top-1 of the teacher during training (%)",
+            "k-NN top-1 / top-5 of the teacher during training (%, k = 20)",
             &[series(&points, "top1"), series(&points, "top5")],
             None,
         )?;
