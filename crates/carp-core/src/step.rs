@@ -321,6 +321,18 @@ mod tests {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
+    /// Two random 8x8 global and two 4x4 local views of `b` images.
+    fn random_views(b: usize, device: &Device) -> StepViews {
+        StepViews {
+            groups: vec![
+                Tensor::random([2 * b, 3, 8, 8], Distribution::Normal(0.0, 1.0), device),
+                Tensor::random([2 * b, 3, 4, 4], Distribution::Normal(0.0, 1.0), device),
+            ],
+            global_group: 0,
+            batch: b,
+        }
+    }
+
     /// The release order: the teacher averages the student weights from *before* the LARS
     /// step; the other order uses the updated ones. The teacher's BatchNorm tracks its own
     /// statistics (training mode) and the teacher receives no gradient.
@@ -329,14 +341,7 @@ mod tests {
         let device = Device::flex().autodiff();
         let cfg = tiny();
         let b = 4;
-        let views = StepViews {
-            groups: vec![
-                Tensor::random([2 * b, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device),
-                Tensor::random([2 * b, 3, 4, 4], Distribution::Normal(0.0, 1.0), &device),
-            ],
-            global_group: 0,
-            batch: b,
-        };
+        let views = random_views(b, &device);
         let part = Partition::random(16, 4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
         let sched = StepSchedule {
             lr: 0.5,
@@ -382,14 +387,7 @@ mod tests {
     fn probe_and_gradient_check() {
         let device = Device::flex().autodiff();
         let b = 4;
-        let views = StepViews {
-            groups: vec![
-                Tensor::random([2 * b, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device),
-                Tensor::random([2 * b, 3, 4, 4], Distribution::Normal(0.0, 1.0), &device),
-            ],
-            global_group: 0,
-            batch: b,
-        };
+        let views = random_views(b, &device);
         let part = Partition::random(16, 4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
         let model = StudentTeacher::new(&tiny(), &device, 5);
         let (_, grads, probe) = forward_backward_probed(&model, &views, &part, 1.0, true);

@@ -625,21 +625,23 @@ pub fn backbone_to_carp_names(tv: &BTreeMap<String, HostTensor>) -> BTreeMap<Str
         .collect()
 }
 
+/// One of carp's Burn names -> its torchvision name (`gamma`/`beta` back to `weight`/`bias`).
+pub fn torchvision_name(carp: &str) -> String {
+    if let Some(m) = carp.strip_suffix(".gamma") {
+        format!("{m}.weight")
+    } else if let Some(m) = carp.strip_suffix(".beta") {
+        format!("{m}.bias")
+    } else {
+        carp.to_string()
+    }
+}
+
 /// carp's Burn names -> torchvision names (`gamma`/`beta` back to `weight`/`bias`).
 pub fn backbone_from_carp_names(
     carp: &BTreeMap<String, HostTensor>,
 ) -> BTreeMap<String, HostTensor> {
     carp.iter()
-        .map(|(k, t)| {
-            let name = if let Some(m) = k.strip_suffix(".gamma") {
-                format!("{m}.weight")
-            } else if let Some(m) = k.strip_suffix(".beta") {
-                format!("{m}.bias")
-            } else {
-                k.clone()
-            };
-            (name, t.clone())
-        })
+        .map(|(k, t)| (torchvision_name(k), t.clone()))
         .collect()
 }
 
@@ -942,18 +944,7 @@ pub fn apply_backbone(
     backbone: &BTreeMap<String, HostTensor>,
 ) -> Result<(ResNet, LoadReport), IoError> {
     let carp = backbone_to_carp_names(backbone);
-    load_into(net, &carp, |k| {
-        backbone_from_carp_names(&BTreeMap::from([(
-            k.to_string(),
-            HostTensor {
-                shape: vec![],
-                values: vec![],
-            },
-        )]))
-        .into_keys()
-        .next()
-        .unwrap_or_default()
-    })
+    load_into(net, &carp, torchvision_name)
 }
 
 /// Loads a PyTorch-named CARP head ([`Imported::head`]) into `head`.

@@ -12,7 +12,9 @@ use crate::error::TrainError;
 use burn::module::Module;
 use burn::tensor::Device;
 use carp_core::resnet::{Arch, ResNet, ResNetConfig};
-use carp_io::keymap::{import_backbone, infer_resnet, Format};
+use carp_io::keymap::{
+    backbone_from_carp_names, backbone_to_carp_names, import_backbone, infer_resnet, Format,
+};
 use carp_io::params::{self, ApplyIssue, HostTensor};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -209,44 +211,9 @@ fn load_carp(path: &Path, opts: &LoadOptions) -> Result<BackboneWeights, TrainEr
     let step = ckpt.meta["next_step"].as_u64().unwrap_or(0);
     Ok(BackboneWeights {
         resnet,
-        tensors: burn_to_torchvision(burn_named),
+        tensors: backbone_from_carp_names(&burn_named),
         origin: format!("carp checkpoint {} ({key}, step {step})", path.display()),
     })
-}
-
-/// Renames Burn's BatchNorm `gamma`/`beta` to torchvision's `weight`/`bias`.
-pub fn burn_to_torchvision(tensors: BTreeMap<String, HostTensor>) -> BTreeMap<String, HostTensor> {
-    tensors
-        .into_iter()
-        .map(|(k, t)| {
-            let k = if let Some(base) = k.strip_suffix(".gamma") {
-                format!("{base}.weight")
-            } else if let Some(base) = k.strip_suffix(".beta") {
-                format!("{base}.bias")
-            } else {
-                k
-            };
-            (k, t)
-        })
-        .collect()
-}
-
-/// Renames torchvision's BatchNorm `weight`/`bias` (those with a `running_mean` sibling) to
-/// Burn's `gamma`/`beta`; drops `num_batches_tracked`.
-pub fn torchvision_to_burn(tensors: &BTreeMap<String, HostTensor>) -> BTreeMap<String, HostTensor> {
-    let is_bn = |base: &str| tensors.contains_key(&format!("{base}.running_mean"));
-    tensors
-        .iter()
-        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
-        .map(|(k, t)| {
-            let k = match (k.strip_suffix(".weight"), k.strip_suffix(".bias")) {
-                (Some(base), _) if is_bn(base) => format!("{base}.gamma"),
-                (_, Some(base)) if is_bn(base) => format!("{base}.beta"),
-                _ => k.clone(),
-            };
-            (k, t.clone())
-        })
-        .collect()
 }
 
 /// A [`ResNet`] on `device` holding `weights`.
@@ -258,7 +225,7 @@ pub fn torchvision_to_burn(tensors: &BTreeMap<String, HostTensor>) -> BTreeMap<S
 /// When a backbone tensor is missing or has another shape, naming it.
 pub fn build_backbone(weights: &BackboneWeights, device: &Device) -> Result<ResNet, TrainError> {
     let fresh = weights.resnet.init(device, 0);
-    let burn_named = torchvision_to_burn(&weights.tensors);
+    let burn_named = backbone_to_carp_names(&weights.tensors);
     let expected = params::collect(&fresh, "");
     let unused: Vec<&String> = burn_named
         .keys()
