@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 mod cmd;
+mod flags;
 mod progress;
 
 /// CARP: self-supervised visual representation learning (Consistent Assignment of Views over

@@ -10,14 +10,24 @@ use burn::tensor::{Int, Tensor, TensorData};
 /// ε of spec §4: the float32 machine epsilon.
 pub const EPS: f64 = f32::EPSILON as f64;
 
-/// Consistency term, spec §4: mean over pairs i != j of
-/// `l(i, j) = -mean_{k,n} log clamp(Σ_c p_i[k,n,c] q_j[k,n,c], ε, 1-ε)`.
+/// Consistency term, spec §4: the mean over (student view, teacher view) pairs of the
+/// agreement loss between their block assignments.
 ///
-/// `student` stacks S student views along the batch axis (view-major: all B images of view 0,
-/// then view 1, ...); `teacher` stacks T teacher views the same way. Teacher view j is the
-/// teacher's copy of student view j (the global views come first), so pairs with i == j are
-/// skipped: S·T - min(S, T) pairs. The teacher carries no gradient. The clamp passes no
-/// gradient where it clips; ε = `f32::EPSILON`.
+/// ```text
+/// l(i, j)     = - 1/(P·B) Σ_k Σ_n log clamp( Σ_c p_i[k, n, c] · q_j[k, n, c], ε, 1 - ε )
+/// consistency = mean over pairs (i, j), i ≠ j, of l(i, j)
+/// ```
+///
+/// - `p_i[k, n, c]`: the student's probability of prototype c (of N) within block k (of P)
+///   for image n (of B) seen in student view i (of S); `q_j` the same for teacher view j
+///   (of T). Both are block-softmax outputs (spec §3).
+/// - Teacher view j is the teacher's copy of student view j (the T global views come
+///   first), so the pairs with i = j are skipped: S·T − min(S, T) pairs.
+/// - ε = `f32::EPSILON`; the clamp passes no gradient where it clips. The teacher carries no
+///   gradient.
+///
+/// `student` stacks the S student views along the batch axis, view-major (all B images of
+/// view 0, then view 1, ...); `teacher` stacks the T teacher views the same way.
 ///
 /// # Shapes
 ///
@@ -135,7 +145,8 @@ pub struct LossTerms {
 }
 
 /// The full CARP loss (spec §3-§4) from student and teacher logits: block softmax with the
-/// step's partition, then consistency + entropy weighted 1 : 1.
+/// step's partition, then `total = consistency + entropy` (weighted 1 : 1), returned with
+/// both terms.
 ///
 /// # Shapes
 ///

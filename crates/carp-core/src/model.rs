@@ -43,36 +43,33 @@ pub struct CarpModel {
     pub head: CarpHead,
 }
 
+/// What one network outputs for a step's views.
+#[derive(Clone, Debug)]
+pub struct ViewsOutput {
+    /// The head's bottleneck vectors (the prototype layer's input, not normalised),
+    /// `[sum_g V_g * B, bottleneck_dim]`.
+    pub bottleneck: Tensor<2>,
+    /// Prototype logits, `[sum_g V_g * B, K]`.
+    pub logits: Tensor<2>,
+}
+
 impl CarpModel {
-    /// Logits of several groups of views, each group one resolution and one backbone call
-    /// (DINO's `MultiCropWrapper`); the head then runs once on all features.
+    /// Bottleneck vectors and logits of several groups of views, each group one resolution
+    /// and one backbone call (DINO's `MultiCropWrapper`); the head then runs once on all
+    /// features.
     ///
     /// # Shapes
     ///
     /// - `groups[g]`: `[V_g * B, 3, H_g, W_g]`, views in view-major order
-    /// - output: `[sum_g V_g * B, K]` in the same order
-    pub fn forward_views(&self, groups: &[Tensor<4>]) -> Tensor<2> {
-        let features: Vec<Tensor<2>> = groups
-            .iter()
-            .map(|g| self.backbone.forward(g.clone()))
-            .collect();
-        self.head.forward(Tensor::cat(features, 0))
-    }
-
-    /// [`CarpModel::forward_views`] that also returns the head's bottleneck vectors (the
-    /// prototype layer's input), computed once, for the health diagnostics.
-    ///
-    /// # Shapes
-    ///
-    /// - output: (`[sum_g V_g * B, bottleneck_dim]`, `[sum_g V_g * B, K]`)
-    pub fn forward_views_with_bottleneck(&self, groups: &[Tensor<4>]) -> (Tensor<2>, Tensor<2>) {
+    /// - outputs: `[sum_g V_g * B, _]` in the same order
+    pub fn forward_views(&self, groups: &[Tensor<4>]) -> ViewsOutput {
         let features: Vec<Tensor<2>> = groups
             .iter()
             .map(|g| self.backbone.forward(g.clone()))
             .collect();
         let bottleneck = self.head.bottleneck(Tensor::cat(features, 0));
         let logits = self.head.last_layer.forward(bottleneck.clone());
-        (bottleneck, logits)
+        ViewsOutput { bottleneck, logits }
     }
 }
 

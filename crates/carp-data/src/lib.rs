@@ -17,8 +17,10 @@
 //!   per run of equal-size views, shaped `[views·B, 3, size, size]`. Every random choice
 //!   for a sample comes from [`sample_rng`]`(seed, epoch, index)`, so batches do not depend
 //!   on the thread count; [`Loader::prefetch`] computes them ahead on a background thread.
-//! - [`eval_view`] / [`eval_batches`]: the deterministic resize, centre-crop and normalise
-//!   transform for evaluation.
+//! - [`EvalTransform`] ([`eval_view`], [`eval_batches`]): the deterministic resize,
+//!   centre-crop and normalise transform for evaluation, one policy for every protocol.
+//! - [`seed`]: every random stream of a run (epoch order, per-sample augmentation, the
+//!   step's partition) derived from the run seed.
 //!
 //! [`download()`] fetches, checks (MD5) and unpacks the CIFAR-10/100 and STL-10 archives.
 //!
@@ -59,7 +61,7 @@ pub mod filelist;
 pub mod folder;
 pub mod loader;
 pub mod multicrop;
-mod seed;
+pub mod seed;
 pub mod source;
 pub mod stl10;
 pub mod synthetic;
@@ -69,7 +71,7 @@ pub use cifar::{Cifar, CifarSplit, CifarVariant};
 pub use dataset::Dataset;
 pub use download::{download, Archive, DownloadOptions, Downloaded};
 pub use error::DataError;
-pub use eval_transform::{eval_batches, eval_view};
+pub use eval_transform::{eval_batches, eval_view, EvalTransform};
 pub use filelist::FileList;
 pub use folder::ImageFolder;
 pub use loader::{epoch_order, sample_rng, Loader, Prefetch, ViewBatch, ViewGroup};

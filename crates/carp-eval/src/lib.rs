@@ -51,7 +51,7 @@ pub mod cluster_metrics;
 mod error;
 mod features;
 pub mod kmeans;
-mod knn;
+pub mod knn;
 mod linalg;
 pub mod linear;
 

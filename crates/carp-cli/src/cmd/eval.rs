@@ -2,7 +2,7 @@
 //! images, or read from `carp embed` output), printed as a table and written as JSON and
 //! Markdown into `<run or --out>/eval/`.
 
-use crate::cmd::embed::{default_dir, embed_split, transform_text, BackboneArgs, TransformArgs};
+use crate::cmd::embed::{default_dir, embed_split, BackboneArgs, TransformArgs};
 use anyhow::Context;
 use carp_eval::{
     kmeans_eval, linear_probe, linear_probe_with, weighted_knn, KmeansConfig, KmeansInit,
@@ -50,7 +50,7 @@ enum Protocol {
         #[command(flatten)]
         common: Common,
         /// Neighbour counts (k larger than the train set is an error).
-        #[arg(long, value_delimiter = ',', default_value = "10,20,100,200")]
+        #[arg(long, value_delimiter = ',', default_values_t = carp_eval::knn::SPEC_KS)]
         k: Vec<usize>,
         /// Vote temperature T.
         #[arg(long, default_value_t = 0.07)]
@@ -152,8 +152,8 @@ fn load_splits(c: &Common) -> anyhow::Result<Splits> {
     };
     let loaded = c.backbone.load()?;
     eprintln!("backbone: {}", loaded.origin);
-    let train_opts = c.transform.options(&loaded.config, c.transform.max_train);
-    let test_opts = c.transform.options(&loaded.config, c.transform.max_test);
+    let train_opts = c.transform.options(&loaded, c.transform.max_train);
+    let test_opts = c.transform.options(&loaded, c.transform.max_test);
     let train = embed_split(&loaded, train_spec, "--train", &train_opts)?;
     let test = embed_split(&loaded, test_spec, "--test", &test_opts)?;
     let out = c.out.clone().unwrap_or_else(|| {
@@ -168,7 +168,7 @@ fn load_splits(c: &Common) -> anyhow::Result<Splits> {
         train,
         test,
         origin: loaded.origin,
-        transform: transform_text(&train_opts),
+        transform: train_opts.transform.to_string(),
         out,
         tag,
         train_rows: None,
@@ -189,15 +189,12 @@ fn augmented_linear(c: &Common, cfg: &LinearConfig) -> anyhow::Result<(Splits, L
     c.backbone.init_threads()?;
     let loaded = c.backbone.load()?;
     eprintln!("backbone: {}", loaded.origin);
-    let test_opts = c.transform.options(&loaded.config, c.transform.max_test);
+    let test_opts = c.transform.options(&loaded, c.transform.max_test);
     let test = embed_split(&loaded, test_spec, "--test", &test_opts)?;
     let yte = test.class_labels("test features")?;
     let data = open_eval_data(train_spec, "--train")?;
     let indices = subsample(data.dataset.len(), c.transform.max_train);
-    let crop = c
-        .transform
-        .crop
-        .unwrap_or(if loaded.config.small_stem { 32 } else { 224 });
+    let crop = test_opts.transform.probe_crop(loaded.train_crop);
     let classes = data.classes.len().max(test.num_classes());
     let report = linear_probe_with(
         loaded.config.output_dim(),
@@ -245,7 +242,7 @@ fn augmented_linear(c: &Common, cfg: &LinearConfig) -> anyhow::Result<(Splits, L
         origin: loaded.origin,
         transform: format!(
             "train: RandomResizedCrop {crop} + flip, recomputed each epoch; test: {}",
-            transform_text(&test_opts)
+            test_opts.transform
         ),
         out,
         tag: if c.backbone.random_init {
