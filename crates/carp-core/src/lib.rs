@@ -37,12 +37,14 @@
 
 #![warn(missing_docs)]
 
+pub mod collective;
 pub mod ema;
 pub mod head;
 pub mod init;
 pub mod lars;
 pub mod loss;
 pub mod model;
+pub mod norm;
 pub mod partition;
 pub mod path;
 pub mod resnet;

@@ -4,6 +4,7 @@
 //! Paper: Santos Silva & Ramírez Rivera, "Representation Learning via Consistent Assignment of
 //! Views over Random Partitions", NeurIPS 2023, <https://arxiv.org/abs/2310.12692>.
 
+use crate::collective::{all_reduce_sum, Group};
 use crate::partition::{block_softmax, Partition};
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -126,9 +127,29 @@ pub fn consistency_loss(student: Tensor<3>, teacher: Tensor<3>, batch: usize) ->
 /// assert!(loss.abs() < 1e-6);
 /// ```
 pub fn entropy_loss(student: Tensor<3>, teacher: Tensor<3>) -> Tensor<1> {
+    entropy_loss_over(student, teacher, None)
+}
+
+/// [`entropy_loss`] with the mean assignment taken over the rows of every process of
+/// `group` (spec §4: "over all workers"), as the release's `AllGather` does: the row sums
+/// are summed over the processes, and so is their gradient, so after the gradients are
+/// averaged over processes the update is that of one process holding every row.
+///
+/// Every process passes the same number of rows.
+pub fn entropy_loss_over(
+    student: Tensor<3>,
+    teacher: Tensor<3>,
+    group: Option<&Group>,
+) -> Tensor<1> {
     let [_, _, n] = student.dims();
     let all = Tensor::cat(vec![student, teacher.detach()], 1);
-    let mean = all.mean_dim(1); // [P, 1, N]
+    let mean = match group.filter(|g| g.size() > 1) {
+        None => all.mean_dim(1), // [P, 1, N]
+        Some(g) => {
+            let rows = all.dims()[1] * g.size();
+            all_reduce_sum(all.sum_dim(1), g).div_scalar(rows as f64)
+        }
+    };
     let plogp = (mean.clone() * mean.clamp(EPS, 1.0 - EPS).log()).sum_dim(2);
     plogp.mean().add_scalar((n as f64).ln())
 }
@@ -173,10 +194,22 @@ pub fn carp_loss(
     batch: usize,
     partition: &Partition,
 ) -> LossTerms {
+    carp_loss_over(student_logits, teacher_logits, batch, partition, None)
+}
+
+/// [`carp_loss`] of one process of a data-parallel `group`: the consistency term over this
+/// process's images, the entropy term over every process's ([`entropy_loss_over`]).
+pub fn carp_loss_over(
+    student_logits: Tensor<2>,
+    teacher_logits: Tensor<2>,
+    batch: usize,
+    partition: &Partition,
+    group: Option<&Group>,
+) -> LossTerms {
     let student = block_softmax(student_logits, partition);
     let teacher = block_softmax(teacher_logits.detach(), partition);
     let consistency = consistency_loss(student.clone(), teacher.clone(), batch);
-    let entropy = entropy_loss(student, teacher);
+    let entropy = entropy_loss_over(student, teacher, group);
     LossTerms {
         total: consistency.clone() + entropy.clone(),
         consistency,

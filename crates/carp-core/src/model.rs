@@ -1,5 +1,6 @@
 //! The student/teacher pair and its multi-crop forward, spec §1-§2.
 
+use crate::collective::Group;
 use crate::head::{CarpHead, CarpHeadConfig};
 use crate::resnet::{ResNet, ResNetConfig};
 use burn::module::Module;
@@ -54,6 +55,12 @@ pub struct ViewsOutput {
 }
 
 impl CarpModel {
+    /// Synchronises every BatchNorm (backbone and head) over `group` in training mode.
+    pub fn set_group(&mut self, group: Option<Group>) {
+        self.backbone.set_group(group.clone());
+        self.head.set_group(group);
+    }
+
     /// Bottleneck vectors and logits of several groups of views, each group one resolution
     /// and one backbone call (DINO's `MultiCropWrapper`); the head then runs once on all
     /// features.
@@ -80,6 +87,10 @@ pub struct StudentTeacher {
     pub student: CarpModel,
     /// Exponential moving average of the student; receives no gradients.
     pub teacher: CarpModel,
+    /// The processes of a data-parallel run (`None`: this process alone): their BatchNorm
+    /// statistics and the entropy term's mean assignment are shared.
+    #[module(skip)]
+    pub group: Option<Group>,
 }
 
 impl StudentTeacher {
@@ -91,6 +102,15 @@ impl StudentTeacher {
         Self {
             student: config.init(device, seed),
             teacher: config.init(device, seed).no_grad(),
+            group: None,
         }
+    }
+
+    /// Makes both networks and the loss work over the processes of `group` (spec §4,
+    /// SyncBatchNorm); `None` for one process.
+    pub fn set_group(&mut self, group: Option<Group>) {
+        self.student.set_group(group.clone());
+        self.teacher.set_group(group.clone());
+        self.group = group;
     }
 }

@@ -5,11 +5,13 @@
 //! `BatchNorm` names its affine parameters `gamma`/`beta` where PyTorch says `weight`/`bias`;
 //! that rename (and nothing else) is left to the importer.
 
+use crate::collective::Group;
 use crate::init;
+use crate::norm::BatchNorm;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::nn::PaddingConfig2d;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
@@ -102,7 +104,7 @@ impl ResNetConfig {
         } else {
             conv(&mut rng, 3, w, 7, 2, 3, device)
         };
-        let bn1 = BatchNormConfig::new(w).init(device);
+        let bn1 = BatchNorm::new(w, device);
         let maxpool = (!self.small_stem).then(|| {
             MaxPool2dConfig::new([3, 3])
                 .with_strides([2, 2])
@@ -173,7 +175,7 @@ fn conv(
 }
 
 fn batch_norm(channels: usize, zero: bool, device: &Device) -> BatchNorm {
-    let mut bn = BatchNormConfig::new(channels).init(device);
+    let mut bn = BatchNorm::new(channels, device);
     if zero {
         bn.gamma = init::param(vec![0.0; channels], [channels], device);
     }
@@ -277,6 +279,33 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// Synchronises every BatchNorm over `group` in training mode (`None`: each process
+    /// alone), see [`BatchNorm`].
+    pub fn set_group(&mut self, group: Option<Group>) {
+        self.bn1.group = group.clone();
+        for block in [
+            &mut self.layer1,
+            &mut self.layer2,
+            &mut self.layer3,
+            &mut self.layer4,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for bn in [
+                Some(&mut block.bn1),
+                Some(&mut block.bn2),
+                block.bn3.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(block.downsample.as_mut().map(|(_, bn)| bn))
+            {
+                bn.group = group.clone();
+            }
+        }
+    }
+
     /// Globally average-pooled features.
     ///
     /// # Shapes

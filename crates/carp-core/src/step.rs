@@ -2,7 +2,7 @@
 
 use crate::ema::ema_update;
 use crate::lars::Lars;
-use crate::loss::{carp_loss, LossTerms};
+use crate::loss::{carp_loss_over, LossTerms};
 use crate::model::StudentTeacher;
 use crate::partition::Partition;
 use crate::path::ParamPath;
@@ -111,11 +111,12 @@ pub fn forward_backward(
     // student on all views
     let student_logits = model.student.forward_views(&views.groups).logits;
     // loss = consistency + entropy over the step's random partition
-    let terms = carp_loss(
+    let terms = carp_loss_over(
         student_logits.clone(),
         teacher_logits.clone(),
         views.batch,
         partition,
+        model.group.as_ref(),
     );
     let losses = read_losses(&terms);
     // backward
@@ -214,17 +215,29 @@ pub fn apply_update(
     schedule: StepSchedule,
     order: EmaOrder,
 ) -> StudentTeacher {
-    let StudentTeacher { student, teacher } = model;
+    let StudentTeacher {
+        student,
+        teacher,
+        group,
+    } = model;
     match order {
         EmaOrder::BeforeStep => {
             let teacher = ema_update(teacher, &student, schedule.teacher_momentum);
             let student = lars.step(student, grads, schedule.lr, schedule.weight_decay);
-            StudentTeacher { student, teacher }
+            StudentTeacher {
+                student,
+                teacher,
+                group,
+            }
         }
         EmaOrder::AfterStep => {
             let student = lars.step(student, grads, schedule.lr, schedule.weight_decay);
             let teacher = ema_update(teacher, &student, schedule.teacher_momentum);
-            StudentTeacher { student, teacher }
+            StudentTeacher {
+                student,
+                teacher,
+                group,
+            }
         }
     }
 }

@@ -82,7 +82,11 @@ pub fn restore(
     let next_step = ckpt.meta["next_step"]
         .as_u64()
         .ok_or_else(|| fail("no next_step".into()))? as usize;
-    let StudentTeacher { student, teacher } = model;
+    let StudentTeacher {
+        student,
+        teacher,
+        group,
+    } = model;
     let (student, issues_s) = params::apply(student, &ckpt.tensors, "student.");
     let (teacher, issues_t) = params::apply(teacher, &ckpt.tensors, "teacher.");
     if let Some(issue) = issues_s.into_iter().chain(issues_t).next() {
@@ -115,7 +119,14 @@ pub fn restore(
         })
         .collect();
     lars.set_buffers(buffers);
-    Ok((StudentTeacher { student, teacher }, next_step))
+    Ok((
+        StudentTeacher {
+            student,
+            teacher,
+            group,
+        },
+        next_step,
+    ))
 }
 
 /// `model.KEY = saved -> configured` for each model setting that differs.
