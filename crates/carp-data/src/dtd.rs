@@ -13,7 +13,14 @@ use std::path::Path;
 /// # Errors
 /// [`DataError::SplitFile`] naming the split file when missing or malformed.
 pub fn open(base: &Path, split: Split) -> Result<LabelledFiles, DataError> {
-    let data = base.join("dtd");
+    // torchvision's layout is dtd/dtd/ (the archive's dtd/ unpacked into a dtd/ folder);
+    // `carp data download dtd` unpacks it once, as dtd/.
+    let nested = base.join("dtd");
+    let data = if nested.join("labels").is_dir() || !base.join("labels").is_dir() {
+        nested
+    } else {
+        base.to_path_buf()
+    };
     let name = if split == Split::Train {
         "train1"
     } else {
