@@ -53,7 +53,14 @@ pub enum Archive {
 
 impl Archive {
     /// Names accepted by [`Archive::parse`].
-    pub const NAMES: [&'static str; 6] = ["cifar10", "cifar100", "stl10", "dtd", "food101", "country211"];
+    pub const NAMES: [&'static str; 6] = [
+        "cifar10",
+        "cifar100",
+        "stl10",
+        "dtd",
+        "food101",
+        "country211",
+    ];
 
     /// `cifar10`, `cifar100` or `stl10`.
     pub fn parse(name: &str) -> Option<Self> {

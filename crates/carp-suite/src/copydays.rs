@@ -69,7 +69,11 @@ pub fn run_copydays(
     let mut database = features(ex, &db_files, cfg.imsize)?;
     let whitening = match &cfg.whitening {
         Some(dir) => {
-            let w = Whitening::learn(&features(ex, &list_image_files(dir)?, cfg.imsize)?, 0.5, None)?;
+            let w = Whitening::learn(
+                &features(ex, &list_image_files(dir)?, cfg.imsize)?,
+                0.5,
+                None,
+            )?;
             queries = w.apply(&queries)?;
             database = w.apply(&database)?;
             Some(w)

@@ -58,7 +58,13 @@ impl Extractor<'_> {
     }
 
     /// Backbone outputs of normalised CHW images of one size `[n, 3, side_h, side_w]`.
-    pub fn forward_batch(&self, pixels: Vec<f32>, n: usize, height: usize, width: usize) -> Vec<f32> {
+    pub fn forward_batch(
+        &self,
+        pixels: Vec<f32>,
+        n: usize,
+        height: usize,
+        width: usize,
+    ) -> Vec<f32> {
         let x = Tensor::<4>::from_data(TensorData::new(pixels, [n, 3, height, width]), self.device);
         self.backbone
             .forward(x)
@@ -86,7 +92,13 @@ pub fn thumbnail_size(w: u32, h: u32, side: u32) -> (u32, u32) {
     if s / s >= aspect {
         (round(s * aspect, &|n| (aspect - n / s).abs()), side)
     } else {
-        let y = round(s / aspect, &|n| if n == 0.0 { 0.0 } else { (aspect - s / n).abs() });
+        let y = round(s / aspect, &|n| {
+            if n == 0.0 {
+                0.0
+            } else {
+                (aspect - s / n).abs()
+            }
+        });
         (side, y)
     }
 }
@@ -95,7 +107,10 @@ pub fn thumbnail_size(w: u32, h: u32, side: u32) -> (u32, u32) {
 /// align_corners=False)` of a CHW image: output `floor(size · s)`, source coordinate
 /// `(dst + 0.5) / s - 0.5` clamped at 0 (the given factor, not the recomputed one).
 pub fn bilinear_scale(chw: &[f32], h: usize, w: usize, s: f64) -> (Vec<f32>, usize, usize) {
-    let (oh, ow) = (((h as f64) * s).floor() as usize, ((w as f64) * s).floor() as usize);
+    let (oh, ow) = (
+        ((h as f64) * s).floor() as usize,
+        ((w as f64) * s).floor() as usize,
+    );
     let (oh, ow) = (oh.max(1), ow.max(1));
     let src = |d: usize, n: usize| {
         let r = (((d as f64) + 0.5) / s - 0.5).max(0.0);
@@ -123,7 +138,12 @@ pub fn bilinear_scale(chw: &[f32], h: usize, w: usize, s: f64) -> (Vec<f32>, usi
 /// uses the `image` crate's Lanczos3, close to but not bit-equal with PIL's), normalise, and
 /// either the backbone output or, with `multiscale`, DINO's `multi_scale`: the mean of the
 /// outputs at scales 1, 1/√2, 1/2 (bilinear on the normalised tensor) divided by its norm.
-pub fn retrieval_feature(ex: &Extractor<'_>, img: &RgbImage, imsize: u32, multiscale: bool) -> Vec<f32> {
+pub fn retrieval_feature(
+    ex: &Extractor<'_>,
+    img: &RgbImage,
+    imsize: u32,
+    multiscale: bool,
+) -> Vec<f32> {
     let (w, h) = thumbnail_size(img.width(), img.height(), imsize);
     let small = if (w, h) == img.dimensions() {
         img.clone()
@@ -142,8 +162,14 @@ pub fn retrieval_feature(ex: &Extractor<'_>, img: &RgbImage, imsize: u32, multis
             *a += b;
         }
     }
-    let n = v.iter().map(|&x| f64::from(x / 3.0).powi(2)).sum::<f64>().sqrt();
-    v.iter().map(|&x| ((f64::from(x) / 3.0) / n) as f32).collect()
+    let n = v
+        .iter()
+        .map(|&x| f64::from(x / 3.0).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    v.iter()
+        .map(|&x| ((f64::from(x) / 3.0) / n) as f32)
+        .collect()
 }
 
 /// The release's copy-detection transform: `Resize((side, side))` bicubic (aspect not kept),

@@ -25,7 +25,9 @@ pub fn run_fewshot(
 
 /// A Markdown table of few-shot rows.
 pub fn fewshot_markdown(rows: &[FewShotRow]) -> String {
-    let mut md = String::from("| k | cost | mAP % | std | runs | train rows |\n|---|---:|---:|---:|---:|---:|\n");
+    let mut md = String::from(
+        "| k | cost | mAP % | std | runs | train rows |\n|---|---:|---:|---:|---:|---:|\n",
+    );
     for r in rows {
         let k = r.shots.map_or("full".to_string(), |k| k.to_string());
         md += &format!(

@@ -45,10 +45,24 @@ pub fn run_retrieval(
 ) -> Result<RevisitedReport, SuiteError> {
     let data = Revisited::open(dir)?;
     let db = (0..data.images.len())
-        .map(|i| Ok(retrieval_feature(ex, &load_rgb(&data.image_path(i))?, cfg.imsize, cfg.multiscale)))
+        .map(|i| {
+            Ok(retrieval_feature(
+                ex,
+                &load_rgb(&data.image_path(i))?,
+                cfg.imsize,
+                cfg.multiscale,
+            ))
+        })
         .collect::<Result<Vec<_>, SuiteError>>()?;
     let queries = (0..data.queries.len())
-        .map(|q| Ok(retrieval_feature(ex, &data.query_image(q, cfg.crop_queries)?, cfg.imsize, cfg.multiscale)))
+        .map(|q| {
+            Ok(retrieval_feature(
+                ex,
+                &data.query_image(q, cfg.crop_queries)?,
+                cfg.imsize,
+                cfg.multiscale,
+            ))
+        })
         .collect::<Result<Vec<_>, SuiteError>>()?;
     let db = stack(db)?.l2_normalized();
     let queries = stack(queries)?.l2_normalized();

@@ -18,7 +18,7 @@ use crate::retrieval::{run_retrieval, RetrievalConfig};
 use crate::{Extractor, SuiteError};
 use carp_data::{Dataset, ImageFolder, LabelledFiles, Split, TransferSet, REVISITED_SETS};
 use carp_eval::{
-    kmeans_eval, linear_probe, weighted_knn, FewShotConfig, Features, KmeansConfig, KnnConfig,
+    kmeans_eval, linear_probe, weighted_knn, Features, FewShotConfig, KmeansConfig, KnnConfig,
     LinearConfig,
 };
 use serde::Serialize;
@@ -28,7 +28,8 @@ use std::time::Instant;
 /// Settings of [`run_suite`].
 #[derive(Clone, Debug, Serialize)]
 pub struct SuiteConfig {
-    /// k-NN neighbour counts (those above the train size are dropped).
+    /// k-NN neighbour counts (those above the train size are dropped; all train rows when
+    /// none is left).
     pub knn_k: Vec<usize>,
     /// k-means restarts.
     pub kmeans_restarts: usize,
@@ -102,7 +103,10 @@ fn subsample(n: usize, max: usize) -> Vec<usize> {
 }
 
 /// The classification data sets under `root`: name and (train, test).
-fn classification_sets(root: &Path, skipped: &mut Vec<Skipped>) -> Vec<(String, LabelledFiles, LabelledFiles)> {
+fn classification_sets(
+    root: &Path,
+    skipped: &mut Vec<Skipped>,
+) -> Vec<(String, LabelledFiles, LabelledFiles)> {
     let mut out = Vec::new();
     for name in ["cifar10", "cifar100", "stl10"] {
         let dir = root.join(name);
@@ -117,7 +121,12 @@ fn classification_sets(root: &Path, skipped: &mut Vec<Skipped>) -> Vec<(String, 
             let f = ImageFolder::open(&dir.join(s))?;
             let paths = (0..f.len()).map(|i| f.path(i).to_path_buf()).collect();
             let labels = (0..f.len()).map(|i| f.label(i).unwrap_or(0)).collect();
-            Ok(LabelledFiles::new(format!("{name} {s}"), paths, labels, f.classes().to_vec()))
+            Ok(LabelledFiles::new(
+                format!("{name} {s}"),
+                paths,
+                labels,
+                f.classes().to_vec(),
+            ))
         };
         match (open("train"), open("test")) {
             (Ok(a), Ok(b)) => out.push((name.to_string(), a, b)),
@@ -164,9 +173,28 @@ fn classify(
         metric,
         value,
     };
-    let ks: Vec<usize> = cfg.knn_k.iter().copied().filter(|&k| k <= train.0.rows).collect();
+    let mut ks: Vec<usize> = cfg
+        .knn_k
+        .iter()
+        .copied()
+        .filter(|&k| k <= train.0.rows)
+        .collect();
+    if ks.is_empty() && train.0.rows > 0 {
+        // A train set smaller than every k: all of it votes.
+        ks.push(train.0.rows);
+    }
     if !ks.is_empty() {
-        let knn = weighted_knn(train.0, train.1, test.0, test.1, classes, &KnnConfig { ks, ..KnnConfig::default() })?;
+        let knn = weighted_knn(
+            train.0,
+            train.1,
+            test.0,
+            test.1,
+            classes,
+            &KnnConfig {
+                ks,
+                ..KnnConfig::default()
+            },
+        )?;
         for r in knn {
             rows.push(row("knn", format!("top1 (k={})", r.k), r.top1));
         }
@@ -197,7 +225,11 @@ fn classify(
             },
         )?;
         let last = lin.epochs.last().map_or(f64::NAN, |e| e.top1);
-        rows.push(row("linear", format!("top1 ({} epochs)", cfg.linear_epochs), last));
+        rows.push(row(
+            "linear",
+            format!("top1 ({} epochs)", cfg.linear_epochs),
+            last,
+        ));
     }
     Ok(())
 }
@@ -219,10 +251,20 @@ pub fn run_suite(ex: &Extractor<'_>, root: &Path, cfg: &SuiteConfig) -> SuiteRep
             feature_sets.push((format!("{name} train"), ftr.rows, ftr.dim));
             feature_sets.push((format!("{name} test"), fte.rows, fte.dim));
             let classes = train.num_classes().max(test.num_classes());
-            classify(&name, (&ftr, &labels(&ltr)), (&fte, &labels(&lte)), classes, cfg, &mut rows)
+            classify(
+                &name,
+                (&ftr, &labels(&ltr)),
+                (&fte, &labels(&lte)),
+                classes,
+                cfg,
+                &mut rows,
+            )
         })();
         if let Err(e) = result {
-            skipped.push(Skipped { dataset: name.clone(), reason: e.to_string() });
+            skipped.push(Skipped {
+                dataset: name.clone(),
+                reason: e.to_string(),
+            });
         }
         seconds.push((name, start.elapsed().as_secs_f64()));
     }
@@ -233,7 +275,10 @@ pub fn run_suite(ex: &Extractor<'_>, root: &Path, cfg: &SuiteConfig) -> SuiteRep
             if label == "low-shot" && shots.is_empty() {
                 continue;
             }
-            let fc = FewShotConfig { shots, ..cfg.fewshot.clone() };
+            let fc = FewShotConfig {
+                shots,
+                ..cfg.fewshot.clone()
+            };
             match run_fewshot(ex, root, &fc) {
                 Ok(r) => {
                     for x in r {
@@ -246,30 +291,52 @@ pub fn run_suite(ex: &Extractor<'_>, root: &Path, cfg: &SuiteConfig) -> SuiteRep
                         });
                     }
                 }
-                Err(e) => skipped.push(Skipped { dataset: "voc07".into(), reason: e.to_string() }),
+                Err(e) => skipped.push(Skipped {
+                    dataset: "voc07".into(),
+                    reason: e.to_string(),
+                }),
             }
         }
         seconds.push(("voc07".into(), start.elapsed().as_secs_f64()));
     } else {
-        skipped.push(Skipped { dataset: "voc07".into(), reason: format!("{} not found", voc.display()) });
+        skipped.push(Skipped {
+            dataset: "voc07".into(),
+            reason: format!("{} not found", voc.display()),
+        });
     }
     for name in REVISITED_SETS {
         let dir: PathBuf = root.join(name);
         if !dir.is_dir() {
-            skipped.push(Skipped { dataset: name.into(), reason: format!("{} not found", dir.display()) });
+            skipped.push(Skipped {
+                dataset: name.into(),
+                reason: format!("{} not found", dir.display()),
+            });
             continue;
         }
         let start = Instant::now();
         match run_retrieval(ex, &dir, &cfg.retrieval) {
             Ok(r) => {
                 for (proto, m) in [("medium", &r.medium), ("hard", &r.hard)] {
-                    rows.push(SuiteRow { protocol: "retrieval".into(), dataset: name.into(), metric: format!("mAP {proto}"), value: m.map * 100.0 });
+                    rows.push(SuiteRow {
+                        protocol: "retrieval".into(),
+                        dataset: name.into(),
+                        metric: format!("mAP {proto}"),
+                        value: m.map * 100.0,
+                    });
                     for (k, p) in m.kappas.iter().zip(&m.mp_at_k) {
-                        rows.push(SuiteRow { protocol: "retrieval".into(), dataset: name.into(), metric: format!("mP@{k} {proto}"), value: p * 100.0 });
+                        rows.push(SuiteRow {
+                            protocol: "retrieval".into(),
+                            dataset: name.into(),
+                            metric: format!("mP@{k} {proto}"),
+                            value: p * 100.0,
+                        });
                     }
                 }
             }
-            Err(e) => skipped.push(Skipped { dataset: name.into(), reason: e.to_string() }),
+            Err(e) => skipped.push(Skipped {
+                dataset: name.into(),
+                reason: e.to_string(),
+            }),
         }
         seconds.push((name.into(), start.elapsed().as_secs_f64()));
     }
@@ -277,7 +344,10 @@ pub fn run_suite(ex: &Extractor<'_>, root: &Path, cfg: &SuiteConfig) -> SuiteRep
     if cd.join("original").is_dir() {
         let start = Instant::now();
         let mut c = cfg.copydays.clone();
-        for (field, folder) in [(&mut c.distractors, "copydays-distractors"), (&mut c.whitening, "copydays-whitening")] {
+        for (field, folder) in [
+            (&mut c.distractors, "copydays-distractors"),
+            (&mut c.whitening, "copydays-whitening"),
+        ] {
             if field.is_none() && root.join(folder).is_dir() {
                 *field = Some(root.join(folder));
             }
@@ -285,23 +355,42 @@ pub fn run_suite(ex: &Extractor<'_>, root: &Path, cfg: &SuiteConfig) -> SuiteRep
         match run_copydays(ex, &cd, &c) {
             Ok(r) => {
                 for b in r.blocks {
-                    rows.push(SuiteRow { protocol: "copydays".into(), dataset: "copydays".into(), metric: format!("mAP {}", b.name), value: b.map * 100.0 });
+                    rows.push(SuiteRow {
+                        protocol: "copydays".into(),
+                        dataset: "copydays".into(),
+                        metric: format!("mAP {}", b.name),
+                        value: b.map * 100.0,
+                    });
                 }
             }
-            Err(e) => skipped.push(Skipped { dataset: "copydays".into(), reason: e.to_string() }),
+            Err(e) => skipped.push(Skipped {
+                dataset: "copydays".into(),
+                reason: e.to_string(),
+            }),
         }
         seconds.push(("copydays".into(), start.elapsed().as_secs_f64()));
     } else {
-        skipped.push(Skipped { dataset: "copydays".into(), reason: format!("{} not found", cd.join("original").display()) });
+        skipped.push(Skipped {
+            dataset: "copydays".into(),
+            reason: format!("{} not found", cd.join("original").display()),
+        });
     }
-    SuiteReport { rows, skipped, seconds, feature_sets }
+    SuiteReport {
+        rows,
+        skipped,
+        seconds,
+        feature_sets,
+    }
 }
 
 /// The report as Markdown: the table, then what was skipped and why.
 pub fn suite_markdown(r: &SuiteReport) -> String {
     let mut md = String::from("| protocol | data set | metric | value |\n|---|---|---|---:|\n");
     for row in &r.rows {
-        md += &format!("| {} | {} | {} | {:.2} |\n", row.protocol, row.dataset, row.metric, row.value);
+        md += &format!(
+            "| {} | {} | {} | {:.2} |\n",
+            row.protocol, row.dataset, row.metric, row.value
+        );
     }
     if !r.skipped.is_empty() {
         md += "\nSkipped:\n\n";

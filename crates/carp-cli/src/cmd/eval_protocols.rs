@@ -39,14 +39,34 @@ impl Shared {
     /// The evaluation transform of spec §6: short side 256, centre 224, or none for
     /// small-stem (32 px) backbones.
     fn extractor<'a>(&self, l: &'a LoadedBackbone) -> Extractor<'a> {
-        let (resize, crop) = if l.config.small_stem { (None, Some(32)) } else { (Some(256), Some(224)) };
-        Extractor { backbone: &l.backbone, device: &l.device, resize, crop, batch: self.batch }
+        let (resize, crop) = if l.config.small_stem {
+            (None, Some(32))
+        } else {
+            (Some(256), Some(224))
+        };
+        Extractor {
+            backbone: &l.backbone,
+            device: &l.device,
+            resize,
+            crop,
+            batch: self.batch,
+        }
     }
 
-    fn write(&self, name: &str, origin: &str, md: &str, results: serde_json::Value) -> anyhow::Result<()> {
+    fn write(
+        &self,
+        name: &str,
+        origin: &str,
+        md: &str,
+        results: serde_json::Value,
+    ) -> anyhow::Result<()> {
         let out = self.out.clone().unwrap_or_else(|| {
             let d = default_dir(&self.backbone, "");
-            if d.as_os_str().is_empty() { PathBuf::from(".") } else { d }
+            if d.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                d
+            }
         });
         let dir = out.join("eval");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -176,14 +196,23 @@ pub fn fewshot(a: FewshotArgs) -> anyhow::Result<ExitCode> {
     let l = a.shared.load()?;
     let cfg = FewShotConfig {
         costs: a.cost.clone(),
-        shots: if a.low_shot { a.shots.clone() } else { Vec::new() },
+        shots: if a.low_shot {
+            a.shots.clone()
+        } else {
+            Vec::new()
+        },
         runs: a.runs,
         seed: a.seed,
         svm: SvcConfig::default(),
     };
     let rows = run_fewshot(&a.shared.extractor(&l), &a.data, &cfg)?;
     let md = format!("Few-shot VOC07: linear SVMs (squared hinge, positive weight 2), AP per class as the release\n\n{}", fewshot_markdown(&rows));
-    a.shared.write("fewshot", &l.origin, &md, json!({"config": cfg, "rows": rows}))?;
+    a.shared.write(
+        "fewshot",
+        &l.origin,
+        &md,
+        json!({"config": cfg, "rows": rows}),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -212,7 +241,12 @@ pub fn retrieval(a: RetrievalArgs) -> anyhow::Result<ExitCode> {
         md += &retrieval_markdown(name, &r);
         results.insert(name.clone(), json!(r));
     }
-    a.shared.write("retrieval", &l.origin, &md, json!({"config": cfg, "datasets": results}))?;
+    a.shared.write(
+        "retrieval",
+        &l.origin,
+        &md,
+        json!({"config": cfg, "datasets": results}),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -220,7 +254,11 @@ pub fn retrieval(a: RetrievalArgs) -> anyhow::Result<ExitCode> {
 pub fn copydays(a: CopydaysArgs) -> anyhow::Result<ExitCode> {
     check_data(&a.data, "--data")?;
     let l = a.shared.load()?;
-    let cfg = CopydaysConfig { imsize: a.imsize, distractors: a.distractors.clone(), whitening: a.whitening_data.clone() };
+    let cfg = CopydaysConfig {
+        imsize: a.imsize,
+        distractors: a.distractors.clone(),
+        whitening: a.whitening_data.clone(),
+    };
     let r = run_copydays(&a.shared.extractor(&l), &a.data, &cfg)?;
     let mut md = format!(
         "Copydays copy detection: {}x{} images, database {} images, whitening {}\n\n| block | queries | mAP % |\n|---|---:|---:|\n",
@@ -232,7 +270,12 @@ pub fn copydays(a: CopydaysArgs) -> anyhow::Result<ExitCode> {
     for b in &r.blocks {
         md += &format!("| {} | {} | {:.2} |\n", b.name, b.queries, b.map * 100.0);
     }
-    a.shared.write("copydays", &l.origin, &md, json!({"config": cfg, "report": r}))?;
+    a.shared.write(
+        "copydays",
+        &l.origin,
+        &md,
+        json!({"config": cfg, "report": r}),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
