@@ -30,13 +30,14 @@ fn layout(root: &Path) {
             let mut text = String::new();
             for i in 0..n {
                 let id = format!("{:06}", first + i);
-                let label = if (i as usize + c) % 3 == 0 || (c == 14 && i % 3 == 0) {
-                    " 1"
-                } else if c == 5 && i == 1 {
-                    " 0"
-                } else {
-                    "-1"
-                };
+                let label =
+                    if (i as usize + c).is_multiple_of(3) || (c == 14 && i.is_multiple_of(3)) {
+                        " 1"
+                    } else if c == 5 && i == 1 {
+                        " 0"
+                    } else {
+                        "-1"
+                    };
                 text += &format!("{id} {label}\n");
             }
             write(

@@ -89,7 +89,8 @@ pub fn thumbnail_size(w: u32, h: u32, side: u32) -> (u32, u32) {
         let pick = if key(hi) < key(lo) { hi } else { lo };
         pick.max(1.0) as u32
     };
-    if s / s >= aspect {
+    // PIL compares x / y with the aspect; the box is square, so x / y = 1.
+    if 1.0 >= aspect {
         (round(s * aspect, &|n| (aspect - n / s).abs()), side)
     } else {
         let y = round(s / aspect, &|n| {
