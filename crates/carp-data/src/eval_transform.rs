@@ -20,16 +20,17 @@ pub struct EvalTransform {
 
 impl EvalTransform {
     /// The transform for a backbone with a small-image stem (`small_stem`) trained on
-    /// global views of `train_crop` pixels (224 when unknown).
+    /// global views of `train_crop` pixels (32 for small stems, 224 otherwise, when unknown).
     ///
-    /// Small-stem backbones take their (32x32-scale) images as they are. Other backbones
-    /// get the spec's ImageNet rule scaled to their crop: short side `crop · 256 / 224`,
-    /// then a centred `crop` square (256 / 224 for the release).
+    /// Small-stem backbones see the centred `crop` square of the image, not resized (the
+    /// whole image for CIFAR-scale sets, whose images are the crop size). Other backbones get
+    /// the spec's ImageNet rule scaled to their crop: short side `crop · 256 / 224`, then a
+    /// centred `crop` square (256 / 224 for the release).
     pub fn for_backbone(small_stem: bool, train_crop: Option<u32>) -> Self {
         if small_stem {
             return Self {
                 resize: None,
-                crop: None,
+                crop: Some(train_crop.unwrap_or(32)),
             };
         }
         let crop = train_crop.unwrap_or(224);
@@ -48,10 +49,9 @@ impl EvalTransform {
     }
 
     /// The side of the random crops a linear probe trains on (DINO's `RandomResizedCrop`):
-    /// the evaluation crop, else the backbone's training crop, else 32 (the small images a
-    /// small-stem backbone takes as they are).
-    pub fn probe_crop(&self, train_crop: Option<u32>) -> u32 {
-        self.crop.or(train_crop).unwrap_or(32)
+    /// the evaluation crop, else 32.
+    pub fn probe_crop(&self) -> u32 {
+        self.crop.unwrap_or(32)
     }
 
     /// The normalised CHW pixels of `img`.
@@ -191,23 +191,25 @@ mod tests {
             .collect()
     }
 
-    /// One policy: small-stem backbones see images as they are; others the spec's
+    /// One policy: small-stem backbones see a centre crop of their training size; others the spec's
     /// 256 / 224 rule, scaled to their training crop; overrides replace one side only.
     #[test]
     fn policy_by_backbone() {
+        let small = EvalTransform::for_backbone(true, Some(16));
+        assert_eq!((small.resize, small.crop), (None, Some(16)));
         let none = EvalTransform {
             resize: None,
             crop: None,
         };
-        assert_eq!(EvalTransform::for_backbone(true, Some(32)), none);
+        assert_eq!(EvalTransform::for_backbone(true, None).crop, Some(32));
         let release = EvalTransform::for_backbone(false, None);
         assert_eq!((release.resize, release.crop), (Some(256), Some(224)));
         assert_eq!(release, EvalTransform::for_backbone(false, Some(224)));
         let stl = EvalTransform::for_backbone(false, Some(96));
         assert_eq!((stl.resize, stl.crop), (Some(109), Some(96)));
-        assert_eq!(none.probe_crop(None), 32);
-        assert_eq!(none.probe_crop(Some(64)), 64);
-        assert_eq!(release.probe_crop(Some(96)), 224);
+        assert_eq!(none.probe_crop(), 32);
+        assert_eq!(small.probe_crop(), 16);
+        assert_eq!(release.probe_crop(), 224);
         let over = release.with_overrides(None, Some(200));
         assert_eq!((over.resize, over.crop), (Some(256), Some(200)));
         assert_eq!(over.to_string(), "resize 256 / centre crop 200");

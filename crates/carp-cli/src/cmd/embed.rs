@@ -62,8 +62,6 @@ pub struct LoadedBackbone {
     pub origin: String,
     /// The device it lives on.
     pub device: Device,
-    /// Side of the global views it was trained on, when its checkpoint records it.
-    pub train_crop: Option<u32>,
     /// Its evaluation transform ([`EvalTransform::for_backbone`]).
     pub transform: EvalTransform,
 }
@@ -122,7 +120,6 @@ impl BackboneArgs {
             config,
             origin,
             device,
-            train_crop,
         })
     }
 
@@ -151,8 +148,8 @@ pub struct TransformArgs {
     /// else crop x 256 / 224).
     #[arg(long)]
     pub resize: Option<u32>,
-    /// Centre-crop side (default: none for small-stem backbones, else the training crop of a
-    /// carp checkpoint or 224).
+    /// Centre-crop side (default: the global view size a carp checkpoint was trained on,
+    /// else 32 for small-stem backbones and 224 for others).
     #[arg(long)]
     pub crop: Option<u32>,
     /// Images per forward pass.

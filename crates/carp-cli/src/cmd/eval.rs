@@ -1,4 +1,5 @@
-//! `carp eval knn|linear|kmeans`: the spec §6 protocols on a backbone's features (computed from
+//! `carp eval knn|linear|kmeans` (and `fewshot|retrieval|copydays|suite`, in
+//! `eval_protocols.rs`): the spec §6 protocols on a backbone's features (computed from
 //! images, or read from `carp embed` output), printed as a table and written as JSON and
 //! Markdown into `<run or --out>/eval/`.
 
@@ -111,6 +112,16 @@ enum Protocol {
         #[arg(long)]
         no_standardize: bool,
     },
+    /// Few-shot Pascal VOC07: one-vs-rest linear SVMs on L2-normalised features, mAP over the
+    /// 20 classes (full train set, or --low-shot k = 1, 2, 4, 8, 16 with 5 seeded draws).
+    Fewshot(crate::cmd::eval_protocols::FewshotArgs),
+    /// Image retrieval on revisited Oxford / Paris: mAP and mP@1/5/10, Medium and Hard.
+    Retrieval(crate::cmd::eval_protocols::RetrievalArgs),
+    /// Copy detection on Copydays (strong and other blocks): mAP of the top-20 retrieval,
+    /// optionally with whitening and distractors.
+    Copydays(crate::cmd::eval_protocols::CopydaysArgs),
+    /// Every protocol whose data is found under --data-root; writes eval/suite.{json,md}.
+    Suite(crate::cmd::eval_protocols::SuiteArgs),
 }
 
 /// Train and test features with labels and a description of their origin.
@@ -194,7 +205,7 @@ fn augmented_linear(c: &Common, cfg: &LinearConfig) -> anyhow::Result<(Splits, L
     let yte = test.class_labels("test features")?;
     let data = open_eval_data(train_spec, "--train")?;
     let indices = subsample(data.dataset.len(), c.transform.max_train);
-    let crop = test_opts.transform.probe_crop(loaded.train_crop);
+    let crop = test_opts.transform.probe_crop();
     let classes = data.classes.len().max(test.num_classes());
     let report = linear_probe_with(
         loaded.config.output_dim(),
@@ -305,7 +316,12 @@ fn labels(s: &Splits) -> anyhow::Result<(Vec<usize>, Vec<usize>, usize)> {
 
 /// Runs `carp eval`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    use crate::cmd::eval_protocols as p;
     match args.protocol {
+        Protocol::Fewshot(a) => return p::fewshot(a),
+        Protocol::Retrieval(a) => return p::retrieval(a),
+        Protocol::Copydays(a) => return p::copydays(a),
+        Protocol::Suite(a) => return p::suite(a),
         Protocol::Knn {
             common,
             k,

@@ -4,6 +4,7 @@ pub mod convert;
 pub mod data;
 pub mod embed;
 pub mod eval;
+pub mod eval_protocols;
 pub mod inspect;
 pub mod pretrain;
 pub mod report;
