@@ -22,7 +22,16 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 }
 
 /// (name, batch, c_in, size, c_out, kernel, stride, pad)
-type Case = (&'static str, usize, usize, usize, usize, usize, usize, usize);
+type Case = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
 
 const CASES: &[Case] = &[
     ("r18s stem 32", 128, 3, 32, 64, 3, 1, 1),
@@ -79,11 +88,17 @@ fn main() {
         let (name, b, ci, hw, co, k, s, p) = *c;
         let plain = Device::flex();
         let layer = conv(c, &plain);
+        // Each stack gets its input in the layout its model passes along: NCHW for Burn,
+        // channels-last (NHWC memory, [B, C, H, W] view) for carp. Flex is eager, so the
+        // output exists when the call returns.
         let x = Tensor::<4>::random([b, ci, hw, hw], Distribution::Normal(0.0, 1.0), &plain);
+        let x_cl = Tensor::<4>::random([b, hw, hw, ci], Distribution::Normal(0.0, 1.0), &plain)
+            .permute([0, 3, 1, 2]);
         let fwd = |use_burn: bool| {
+            let input = if use_burn { &x } else { &x_cl };
             let run = || {
-                let y = carp_kernels::conv2d(x.clone(), &layer);
-                let _ = y.into_data();
+                let y = carp_kernels::conv2d(input.clone(), &layer);
+                assert_eq!(y.dims()[0], b);
             };
             if use_burn {
                 carp_kernels::with_burn_ops(|| time(reps, run))
@@ -96,9 +111,13 @@ fn main() {
         let layer_ad = conv(c, &ad);
         let xa = Tensor::<4>::random([b, ci, hw, hw], Distribution::Normal(0.0, 1.0), &ad)
             .require_grad();
+        let xa_cl = Tensor::<4>::random([b, hw, hw, ci], Distribution::Normal(0.0, 1.0), &ad)
+            .permute([0, 3, 1, 2])
+            .require_grad();
         let both = |use_burn: bool| {
+            let input = if use_burn { &xa } else { &xa_cl };
             let run = || {
-                let y = carp_kernels::conv2d(xa.clone(), &layer_ad);
+                let y = carp_kernels::conv2d(input.clone(), &layer_ad);
                 let grads = y.sum().backward();
                 let _ = layer_ad.weight.grad(&grads).unwrap().into_data();
             };

@@ -87,7 +87,14 @@ pub fn scale_shift(
         .for_each(|(t, out)| {
             let at = t * MAP_ROWS * c;
             let xs = &x[at..at + out.len()];
-            apply_rows(xs, scale, shift, residual.map(|r| &r[at..at + out.len()]), relu, out);
+            apply_rows(
+                xs,
+                scale,
+                shift,
+                residual.map(|r| &r[at..at + out.len()]),
+                relu,
+                out,
+            );
         });
 }
 
@@ -152,7 +159,13 @@ pub(crate) fn apply_rows_inplace(
 }
 
 /// Per-channel `scale = γ / sqrt(σ² + ε)` and `shift = β - μ · scale`.
-pub fn fold(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
+pub fn fold(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>) {
     let scale: Vec<f32> = gamma
         .iter()
         .zip(var)
@@ -203,7 +216,10 @@ pub fn backward(
     want_residual: bool,
 ) -> BatchNormGrads {
     let c = gamma.len();
-    assert!(x.len() == dy.len() && y.len() == dy.len(), "x, y, dy are [M, C]");
+    assert!(
+        x.len() == dy.len() && y.len() == dy.len(),
+        "x, y, dy are [M, C]"
+    );
     let m = dy.len() / c;
     let masked = |g: f32, out: f32| if relu && out <= 0.0 { 0.0 } else { g };
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dy
@@ -257,7 +273,11 @@ pub fn backward(
         let (dyc, xc, yc) = (&dy[at..at + n], &x[at..at + n], &y[at..at + n]);
         match res {
             Some(res) => {
-                for (r, (o, rr)) in out.chunks_exact_mut(c).zip(res.chunks_exact_mut(c)).enumerate() {
+                for (r, (o, rr)) in out
+                    .chunks_exact_mut(c)
+                    .zip(res.chunks_exact_mut(c))
+                    .enumerate()
+                {
                     let base = r * c;
                     for i in 0..c {
                         let g = masked(dyc[base + i], yc[base + i]);
@@ -312,7 +332,11 @@ mod tests {
             let mu = v.iter().sum::<f64>() / v.len() as f64;
             let var64 = v.iter().map(|a| (a - mu).powi(2)).sum::<f64>() / v.len() as f64;
             assert!((mean[ch] as f64 - mu).abs() < 1e-3, "{} vs {mu}", mean[ch]);
-            assert!((var[ch] as f64 - var64).abs() < 1e-4 * var64.max(1.0), "{} vs {var64}", var[ch]);
+            assert!(
+                (var[ch] as f64 - var64).abs() < 1e-4 * var64.max(1.0),
+                "{} vs {var64}",
+                var[ch]
+            );
         }
     }
 }

@@ -6,8 +6,11 @@
 //! ```text
 //! x    [B, H, W, C_in]        input, NHWC
 //! w    [C_out, C_in, KH, KW]  Burn's (and PyTorch's) weight layout
-//! wk   [K, C_out]             w repacked with k = (kh, kw, ci): `pack_weight`
+//! wk   [C_out, K]             w repacked with k = (kh, kw, ci): `pack_weight` (the GEMM's
+//!                             right operand column-major: 3x faster than [K, C_out] on
+//!                             512-row tiles, examples/gemm_layouts.rs)
 //! y    [M, C_out]             output, NHWC ([B, OH, OW, C_out])
+//! dwk  [K, C_out]             weight gradient before `unpack_weight_grad`
 //! col  [rows, K]              im2col of a tile of output pixels
 //! ```
 //!
@@ -104,7 +107,7 @@ impl ConvShape {
 
 /// Bytes of im2col per tile the forward and input-gradient kernels aim for (fits L2 with
 /// the packed GEMM blocks).
-const TILE_BYTES: usize = 512 * 1024;
+const TILE_BYTES: usize = 1024 * 1024;
 
 /// Output rows per tile: about [`TILE_BYTES`] of im2col, at least 32 rows, and at least enough
 /// rows that repacking the weight inside each GEMM call stays small next to its work.
@@ -131,17 +134,18 @@ fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// Repacks `w` `[C_out, C_in, KH, KW]` into `wk` `[K, C_out]`, k = (kh, kw, ci).
+/// Repacks `w` `[C_out, C_in, KH, KW]` into `wk` `[C_out, K]`, k = (kh, kw, ci).
 pub fn pack_weight(s: &ConvShape, w: &[f32]) -> Vec<f32> {
     let (co_n, ci_n, kh_n, kw_n) = (s.c_out, s.c_in, s.kh, s.kw);
     assert_eq!(w.len(), co_n * ci_n * kh_n * kw_n, "weight length");
+    let k_n = s.k();
     let mut wk = vec![0.0f32; w.len()];
     for co in 0..co_n {
         for ci in 0..ci_n {
             for kh in 0..kh_n {
                 for kw in 0..kw_n {
                     let k = (kh * kw_n + kw) * ci_n + ci;
-                    wk[k * co_n + co] = w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw];
+                    wk[co * k_n + k] = w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw];
                 }
             }
         }
@@ -149,16 +153,16 @@ pub fn pack_weight(s: &ConvShape, w: &[f32]) -> Vec<f32> {
     wk
 }
 
-/// Inverse of [`pack_weight`]: `[K, C_out]` back to `[C_out, C_in, KH, KW]`.
-pub fn unpack_weight(s: &ConvShape, wk: &[f32]) -> Vec<f32> {
+/// The weight gradient `dwk` `[K, C_out]` back in Burn's layout `[C_out, C_in, KH, KW]`.
+pub fn unpack_weight_grad(s: &ConvShape, dwk: &[f32]) -> Vec<f32> {
     let (co_n, ci_n, kh_n, kw_n) = (s.c_out, s.c_in, s.kh, s.kw);
-    let mut w = vec![0.0f32; wk.len()];
+    let mut w = vec![0.0f32; dwk.len()];
     for co in 0..co_n {
         for ci in 0..ci_n {
             for kh in 0..kh_n {
                 for kw in 0..kw_n {
                     let k = (kh * kw_n + kw) * ci_n + ci;
-                    w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw] = wk[k * co_n + co];
+                    w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw] = dwk[k * co_n + co];
                 }
             }
         }
@@ -166,16 +170,18 @@ pub fn unpack_weight(s: &ConvShape, wk: &[f32]) -> Vec<f32> {
     w
 }
 
-/// The flipped, transposed kernel of [`ConvShape::transposed`], packed `[KH·KW·C_out, C_in]`.
+/// The flipped, transposed kernel of [`ConvShape::transposed`], packed like [`pack_weight`]
+/// packs that convolution's weight: `[C_in, KH·KW·C_out]`.
 fn pack_weight_flipped(s: &ConvShape, w: &[f32]) -> Vec<f32> {
     let (co_n, ci_n, kh_n, kw_n) = (s.c_out, s.c_in, s.kh, s.kw);
+    let k_n = kh_n * kw_n * co_n;
     let mut wt = vec![0.0f32; w.len()];
     for co in 0..co_n {
         for ci in 0..ci_n {
             for kh in 0..kh_n {
                 for kw in 0..kw_n {
                     let k = ((kh_n - 1 - kh) * kw_n + (kw_n - 1 - kw)) * co_n + co;
-                    wt[k * ci_n + ci] = w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw];
+                    wt[ci * k_n + k] = w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw];
                 }
             }
         }
@@ -310,7 +316,7 @@ unsafe fn gemm_rm(
     }
 }
 
-/// Forward convolution: `y [M, C_out] = im2col(x) · wk`.
+/// Forward convolution: `y [M, C_out] = im2col(x) · wkᵀ`.
 ///
 /// # Panics
 ///
@@ -342,7 +348,7 @@ pub fn forward_epilogue(
     // choice depends on the shape only, so the bits never depend on the thread count.
     if tiles < 4 {
         if s.is_pointwise() {
-            // SAFETY: x is [M, K] row-major, wk [K, C_out], y [M, C_out].
+            // SAFETY: x is [M, K] row-major, wk [C_out, K], y [M, C_out].
             unsafe {
                 gemm_rm(
                     m,
@@ -355,8 +361,8 @@ pub fn forward_epilogue(
                     k as isize,
                     1,
                     wk.as_ptr(),
-                    co as isize,
                     1,
+                    k as isize,
                     true,
                 )
             };
@@ -365,7 +371,7 @@ pub fn forward_epilogue(
             col.par_chunks_mut(rows * k)
                 .enumerate()
                 .for_each(|(t, c)| im2col(s, x, t * rows, c.len() / k, c));
-            // SAFETY: col is [M, K] row-major, wk [K, C_out], y [M, C_out].
+            // SAFETY: col is [M, K] row-major, wk [C_out, K], y [M, C_out].
             unsafe {
                 gemm_rm(
                     m,
@@ -378,8 +384,8 @@ pub fn forward_epilogue(
                     k as isize,
                     1,
                     wk.as_ptr(),
-                    co as isize,
                     1,
+                    k as isize,
                     true,
                 )
             };
@@ -408,8 +414,8 @@ pub fn forward_epilogue(
                         k as isize,
                         1,
                         wk.as_ptr(),
-                        co as isize,
                         1,
+                        k as isize,
                         false,
                     )
                 };
@@ -429,8 +435,8 @@ pub fn forward_epilogue(
                             k as isize,
                             1,
                             wk.as_ptr(),
-                            co as isize,
                             1,
+                            k as isize,
                             false,
                         )
                     };
@@ -453,7 +459,11 @@ pub fn forward_epilogue(
 pub fn input_grad(s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (k, co, m) = (s.k(), s.c_out, s.rows());
     assert_eq!(dy.len(), m * co, "output gradient length");
-    assert_eq!(dx.len(), s.batch * s.h * s.w * s.c_in, "input gradient length");
+    assert_eq!(
+        dx.len(),
+        s.batch * s.h * s.w * s.c_in,
+        "input gradient length"
+    );
     if s.stride == [1, 1] {
         let t = s.transposed();
         let wt = pack_weight_flipped(s, w);
@@ -473,8 +483,8 @@ pub fn input_grad(s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
             let n_img = dx_part.len() / image_len;
             let (r0, n) = (b0 * per_image, n_img * per_image);
             with_col(n * k, |dcol| {
-                // dcol [n, K] = dy[r0.., C_out] · wkᵀ; wkᵀ[co, k] = wk[k * C_out + co].
-                // SAFETY: dy rows r0..r0+n are [n, C_out]; wk is [K, C_out]; dcol [n, K].
+                // dcol [n, K] = dy[r0.., C_out] · wkᵀ; wkᵀ[co, k] = wk[co * K + k].
+                // SAFETY: dy rows r0..r0+n are [n, C_out]; wk is [C_out, K]; dcol [n, K].
                 unsafe {
                     gemm_rm(
                         n,
@@ -487,8 +497,8 @@ pub fn input_grad(s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
                         co as isize,
                         1,
                         wk.as_ptr(),
+                        k as isize,
                         1,
-                        co as isize,
                         false,
                     )
                 };
@@ -617,7 +627,7 @@ pub fn weight_grad(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
             *a += b;
         }
     }
-    unpack_weight(s, &dwk)
+    unpack_weight_grad(s, &dwk)
 }
 
 #[cfg(test)]
@@ -686,7 +696,14 @@ mod tests {
         let x = data(s.batch * s.h * s.w * s.c_in, 1);
         let w = data(s.c_out * s.k(), 2);
         let wk = pack_weight(&s, &w);
-        assert_eq!(unpack_weight(&s, &wk), w);
+        // [C_out, K] transposed is the weight-gradient layout [K, C_out].
+        let mut kc = vec![0.0; wk.len()];
+        for co in 0..s.c_out {
+            for k in 0..s.k() {
+                kc[k * s.c_out + co] = wk[co * s.k() + k];
+            }
+        }
+        assert_eq!(unpack_weight_grad(&s, &kc), w);
         let mut y = vec![f32::NAN; s.rows() * s.c_out];
         forward(&s, &x, &wk, &mut y);
         for (a, b) in y.iter().zip(reference(&s, &x, &w)) {

@@ -261,7 +261,11 @@ fn reference(y: Tensor<4>, residual: Option<Tensor<4>>, relu_after: bool) -> Ten
         Some(r) => y + r,
         None => y,
     };
-    if relu_after { relu(y) } else { y }
+    if relu_after {
+        relu(y)
+    } else {
+        y
+    }
 }
 
 /// Inference scale and shift from the running statistics (host values), if on flex.

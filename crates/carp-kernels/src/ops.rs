@@ -34,7 +34,10 @@ impl Routed {
         if let Ok(p) = t.clone().try_into_primitive::<Flex>() {
             return Some(Routed::Plain(p));
         }
-        t.clone().try_into_primitive::<Ad>().ok().map(Routed::Tracked)
+        t.clone()
+            .try_into_primitive::<Ad>()
+            .ok()
+            .map(Routed::Tracked)
     }
 
     /// As an autodiff primitive (a plain tensor becomes a constant).
@@ -242,8 +245,10 @@ pub(crate) fn batch_norm_train(
     drop(res_d);
     let y = layout::from_nhwc(y, dims);
     drop(xd);
-    let any_tracked =
-        xr.is_tracked() || gr.is_tracked() || br.is_tracked() || rr.as_ref().is_some_and(Routed::is_tracked);
+    let any_tracked = xr.is_tracked()
+        || gr.is_tracked()
+        || br.is_tracked()
+        || rr.as_ref().is_some_and(Routed::is_tracked);
     if !any_tracked {
         return Some(BnTrain {
             y: wrap(None, Some(y)),
@@ -344,12 +349,17 @@ pub(crate) fn conv2d_scale_shift(
     let rd = rp.as_ref().map(layout::nhwc);
     let mut y = vec![0.0f32; s.rows() * s.c_out];
     conv::forward_epilogue(&s, &xd, &wk, &mut y, &|r0, tile: &mut [f32]| {
-        let res = rd.as_deref().map(|r| &r[r0 * s.c_out..r0 * s.c_out + tile.len()]);
+        let res = rd
+            .as_deref()
+            .map(|r| &r[r0 * s.c_out..r0 * s.c_out + tile.len()]);
         bn::apply_rows_inplace(tile, scale, shift, res, relu);
     });
     Some(wrap(
         None,
-        Some(layout::from_nhwc(y, [s.batch, s.c_out, s.out_h(), s.out_w()])),
+        Some(layout::from_nhwc(
+            y,
+            [s.batch, s.c_out, s.out_h(), s.out_w()],
+        )),
     ))
 }
 

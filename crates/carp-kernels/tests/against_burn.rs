@@ -22,18 +22,34 @@ fn close(what: &str, a: &[f32], b: &[f32]) {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .enumerate()
-        .fold((0, 0.0f32), |(bi, bv), (i, v)| if v > bv { (i, v) } else { (bi, bv) });
+        .fold(
+            (0, 0.0f32),
+            |(bi, bv), (i, v)| if v > bv { (i, v) } else { (bi, bv) },
+        );
     assert!(
         worst <= tol,
         "{what}: element {i}: carp {} vs burn {} (|diff| {worst} > {tol})",
         a[i],
         b[i]
     );
-    assert!(scale > 0.0, "{what}: reference is all zeros (vacuous comparison)");
+    assert!(
+        scale > 0.0,
+        "{what}: reference is all zeros (vacuous comparison)"
+    );
 }
 
 /// (name, batch, c_in, h, w, c_out, kernel, stride, pad)
-type Case = (&'static str, usize, usize, usize, usize, usize, usize, usize, usize);
+type Case = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
 
 /// Every convolution configuration of ResNet-18 (small and ImageNet stems) and ResNet-50,
 /// at small batch and, where the channel count does not change the code path, fewer
@@ -92,11 +108,7 @@ fn convolution_matches_burn_forward_and_both_gradients() {
         let x = Tensor::<4>::random([b, ci, h, w], Distribution::Normal(0.0, 1.0), &device);
         let oh = (h + 2 * p - k) / s + 1;
         let ow = (w + 2 * p - k) / s + 1;
-        let r = Tensor::<4>::random(
-            [b, case.5, oh, ow],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
+        let r = Tensor::<4>::random([b, case.5, oh, ow], Distribution::Normal(0.0, 1.0), &device);
         let carp = conv_run(&layer, &x, &r);
         let burn = with_burn_ops(|| conv_run(&layer, &x, &r));
         for (what, (a, b)) in ["output", "input grad", "weight grad"]
@@ -163,8 +175,9 @@ fn training_batch_norm_matches_burn_with_and_without_residual_and_relu() {
         for (residual, relu) in [(false, false), (false, true), (true, true), (true, false)] {
             // Mean far from zero, to exercise the variance's cancellation.
             let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(3.0, 2.0), &device);
-            let res = residual
-                .then(|| Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device));
+            let res = residual.then(|| {
+                Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device)
+            });
             let r = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
             let bn_carp = batch_norm_layer(c, &device);
             let bn_burn = bn_carp.clone();
@@ -186,7 +199,11 @@ fn training_batch_norm_matches_burn_with_and_without_residual_and_relu() {
                 "residual grad",
             ];
             for (what, (a, bb)) in names.iter().zip(carp.iter().zip(&burn)) {
-                close(&format!("[{b},{c},{h},{w}] res {residual} relu {relu}: {what}"), a, bb);
+                close(
+                    &format!("[{b},{c},{h},{w}] res {residual} relu {relu}: {what}"),
+                    a,
+                    bb,
+                );
             }
         }
     }
@@ -214,7 +231,11 @@ fn inference_conv_bn_matches_burn() {
         let r = residual.then(|| res.clone());
         let a = values(conv_bn(x.clone(), &layer, &bn, r.clone(), relu));
         let b = values(with_burn_ops(|| conv_bn(x.clone(), &layer, &bn, r, relu)));
-        close(&format!("inference conv+bn res {residual} relu {relu}"), &a, &b);
+        close(
+            &format!("inference conv+bn res {residual} relu {relu}"),
+            &a,
+            &b,
+        );
     }
 }
 

@@ -30,8 +30,7 @@ fn layer(ci: usize, co: usize, k: usize, s: usize, p: usize, device: &Device) ->
 /// Bits of every output and gradient of conv -> BN+ReLU -> conv(stride 2) -> BN + residual.
 fn run(device: &Device, seed_input: &[f32], convs: &[Conv2d; 3]) -> Vec<Vec<u32>> {
     let data = TensorData::new(seed_input.to_vec(), [16, 32, 16, 16]);
-    let x = Tensor::<4>::from_data(data, device)
-        .require_grad();
+    let x = Tensor::<4>::from_data(data, device).require_grad();
     let bn1 = BatchNormConfig::new(64).init(device);
     let bn2 = BatchNormConfig::new(128).init(device);
     let bn3 = BatchNormConfig::new(128).init(device);
@@ -51,10 +50,11 @@ fn run(device: &Device, seed_input: &[f32], convs: &[Conv2d; 3]) -> Vec<Vec<u32>
 #[test]
 fn kernels_give_identical_bits_across_thread_counts_and_busy_workers() {
     let device = Device::flex().autodiff();
-    let input: Vec<f32> = Tensor::<1>::random([16 * 32 * 16 * 16], Distribution::Normal(0.0, 1.0), &device)
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let input: Vec<f32> =
+        Tensor::<1>::random([16 * 32 * 16 * 16], Distribution::Normal(0.0, 1.0), &device)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
     let convs = [
         layer(32, 64, 3, 1, 1, &device),
         layer(64, 128, 3, 2, 1, &device),
@@ -82,7 +82,10 @@ fn kernels_give_identical_bits_across_thread_counts_and_busy_workers() {
             None => reference = Some(got),
             Some(r) => {
                 for (i, (a, b)) in got.iter().zip(r).enumerate() {
-                    assert!(a == b, "tensor {i} differs with {threads} threads (busy {busy})");
+                    assert!(
+                        a == b,
+                        "tensor {i} differs with {threads} threads (busy {busy})"
+                    );
                 }
             }
         }
