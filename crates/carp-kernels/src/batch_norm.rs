@@ -27,7 +27,10 @@ const MAP_ROWS: usize = 512;
 ///
 /// Panics if `x` is empty or not a multiple of `c`.
 pub fn batch_stats(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
-    assert!(c > 0 && !x.is_empty() && x.len() % c == 0, "x is [M, C]");
+    assert!(
+        c > 0 && !x.is_empty() && x.len() / c * c == x.len(),
+        "x is [M, C]"
+    );
     let m = x.len() / c;
     let shift: Vec<f32> = x[..c].to_vec();
     let partials: Vec<(Vec<f32>, Vec<f32>)> = x
