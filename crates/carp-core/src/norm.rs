@@ -137,6 +137,36 @@ impl BatchNorm {
     }
 }
 
+impl carp_kernels::BatchNormParams for BatchNorm {
+    fn gamma(&self) -> Tensor<1> {
+        self.gamma.val()
+    }
+    fn beta(&self) -> Tensor<1> {
+        self.beta.val()
+    }
+    fn running_mean(&self) -> &RunningState<Tensor<1>> {
+        &self.running_mean
+    }
+    fn running_var(&self) -> &RunningState<Tensor<1>> {
+        &self.running_var
+    }
+    fn momentum(&self) -> f64 {
+        self.momentum
+    }
+    fn epsilon(&self) -> f64 {
+        self.epsilon
+    }
+    fn is_training(&self) -> bool {
+        self.training.is_enabled()
+    }
+    fn forward_reference(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward(x)
+    }
+    fn is_synchronised(&self) -> bool {
+        self.group.as_ref().is_some_and(|g| g.size() > 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
