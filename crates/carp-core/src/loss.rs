@@ -5,6 +5,7 @@
 //! Views over Random Partitions", NeurIPS 2023, <https://arxiv.org/abs/2310.12692>.
 
 use crate::partition::{block_softmax, Partition};
+use crate::reduce::{ordered_mean, ordered_sum};
 use burn::tensor::{Int, Tensor, TensorData};
 
 /// ε of spec §4: the float32 machine epsilon.
@@ -73,12 +74,10 @@ pub fn consistency_loss(student: Tensor<3>, teacher: Tensor<3>, batch: usize) ->
             .reshape([s]);
         let keep: Vec<i64> = (0..s as i64).filter(|&i| i != j as i64).collect();
         let kept = keep.len();
-        let sum = per_view
-            .select(
-                0,
-                Tensor::<1, Int>::from_data(TensorData::new(keep, [kept]), &device),
-            )
-            .sum();
+        let sum = ordered_sum(per_view.select(
+            0,
+            Tensor::<1, Int>::from_data(TensorData::new(keep, [kept]), &device),
+        ));
         total = Some(match total {
             Some(acc) => acc + sum,
             None => sum,
@@ -120,7 +119,7 @@ pub fn entropy_loss(student: Tensor<3>, teacher: Tensor<3>) -> Tensor<1> {
     let all = Tensor::cat(vec![student, teacher.detach()], 1);
     let mean = all.mean_dim(1); // [P, 1, N]
     let plogp = (mean.clone() * mean.clamp(EPS, 1.0 - EPS).log()).sum_dim(2);
-    plogp.mean().add_scalar((n as f64).ln())
+    ordered_mean(plogp).add_scalar((n as f64).ln())
 }
 
 /// The three loss values of one step.
