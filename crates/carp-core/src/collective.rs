@@ -225,7 +225,7 @@ mod tests {
                     let y = all_reduce_sum(x.clone(), &group);
                     // L_r = (r + 1) · Σ_i y_i · w_i with w = (1, 2).
                     let w = Tensor::<1>::from_floats([1.0, 2.0], &device);
-                    let loss = (y.clone() * w).sum().mul_scalar(r + 1.0);
+                    let loss = crate::reduce::ordered_sum(y.clone() * w).mul_scalar(r + 1.0);
                     let grads = loss.backward();
                     (values(y), values(x.grad(&grads).unwrap()))
                 })

@@ -6,6 +6,7 @@
 
 use crate::collective::{all_reduce_sum, Group};
 use crate::partition::{block_softmax, Partition};
+use crate::reduce::{ordered_mean, ordered_sum};
 use burn::tensor::{Int, Tensor, TensorData};
 
 /// ε of spec §4: the float32 machine epsilon.
@@ -84,12 +85,10 @@ pub fn consistency_loss(student: Tensor<3>, teacher: Tensor<3>, batch: usize) ->
             .reshape([s]);
         let keep: Vec<i64> = (0..s as i64).filter(|&i| i != j as i64).collect();
         let kept = keep.len();
-        let sum = per_view
-            .select(
-                0,
-                Tensor::<1, Int>::from_data(TensorData::new(keep, [kept]), &device),
-            )
-            .sum();
+        let sum = ordered_sum(per_view.select(
+            0,
+            Tensor::<1, Int>::from_data(TensorData::new(keep, [kept]), &device),
+        ));
         total = Some(match total {
             Some(acc) => acc + sum,
             None => sum,
@@ -151,7 +150,7 @@ pub fn entropy_loss_over(
         }
     };
     let plogp = (mean.clone() * mean.clamp(EPS, 1.0 - EPS).log()).sum_dim(2);
-    plogp.mean().add_scalar((n as f64).ln())
+    ordered_mean(plogp).add_scalar((n as f64).ln())
 }
 
 /// The three loss values of one step.

@@ -81,7 +81,7 @@ fn train_step(cfg: &ResNetConfig, size: usize) -> [BTreeMap<String, Vec<f32>>; 3
     let x = fixed([6, 3, size, size], 1, &device);
     let feats = net.forward(x);
     let proj = fixed(feats.dims(), 2, &device);
-    let loss = (feats.clone() * proj).sum();
+    let loss = carp_core::reduce::ordered_sum(feats.clone() * proj);
     let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &net);
     let mut f = BTreeMap::new();
     f.insert("features".to_string(), values(feats));
