@@ -41,6 +41,8 @@ enum Command {
     Embed(cmd::embed::Args),
     /// Evaluate a backbone: weighted k-NN, linear probe or k-means (spec §6).
     Eval(cmd::eval::Args),
+    /// List the backends this build has and the GPU adapters this machine offers them.
+    Devices(cmd::devices::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Data(args) => cmd::data::run(args),
         Command::Embed(args) => cmd::embed::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Devices(args) => cmd::devices::run(args),
     };
     match result {
         Ok(code) => code,
