@@ -49,12 +49,50 @@ EPS = torch.finfo(torch.float32).eps
 # --------------------------------------------------------------------------
 
 
-def build_backbone(arch: str, small_stem: bool) -> tuple[nn.Module, int]:
-    ctor = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}[arch]
-    net = ctor(weights=None, zero_init_residual=True)
+class NarrowResNet(torchvision.models.resnet.ResNet):
+    """torchvision's ResNet with a first-stage width other than 64 (stages w, 2w, 4w, 8w),
+    carp's `base_width`; torchvision's initialisation and forward."""
+
+    def __init__(self, block, layers, width: int):
+        nn.Module.__init__(self)
+        self._norm_layer = nn.BatchNorm2d
+        self.inplanes, self.dilation, self.groups, self.base_width = width, 1, 1, 64
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(8 * width * block.expansion, 1000)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        for m in self.modules():  # zero_init_residual
+            if isinstance(m, torchvision.models.resnet.Bottleneck):
+                nn.init.constant_(m.bn3.weight, 0)
+            elif isinstance(m, torchvision.models.resnet.BasicBlock):
+                nn.init.constant_(m.bn2.weight, 0)
+
+
+def build_backbone(arch: str, small_stem: bool, width: int = 64) -> tuple[nn.Module, int]:
+    if width == 64:
+        ctor = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}[arch]
+        net = ctor(weights=None, zero_init_residual=True)
+    else:
+        block, layers = {
+            "resnet18": (torchvision.models.resnet.BasicBlock, [2, 2, 2, 2]),
+            "resnet50": (torchvision.models.resnet.Bottleneck, [3, 4, 6, 3]),
+        }[arch]
+        net = NarrowResNet(block, layers, width)
     if small_stem:
         # Small-image stem: 3x3 stride-1 conv, no max-pool.
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         net.maxpool = nn.Identity()
     embed_dim = net.fc.in_features
@@ -120,7 +158,7 @@ class MultiCropWrapper(nn.Module):
 
 def build_net(args) -> MultiCropWrapper:
     small_stem = {"auto": args.global_size <= 64, "small": True, "imagenet": False}[args.stem]
-    backbone, embed_dim = build_backbone(args.arch, small_stem)
+    backbone, embed_dim = build_backbone(args.arch, small_stem, args.base_width)
     head = CARPHead(embed_dim, args.k)
     return MultiCropWrapper(backbone, head)
 
@@ -243,6 +281,13 @@ def parse_args(argv=None):
     ap.add_argument("--stem", choices=["auto", "small", "imagenet"], default="auto",
                     help="small = 3x3 s1 conv, no max-pool; auto = small when --global-size <= 64")
     ap.add_argument("--channels-last", action="store_true", help="use torch.channels_last memory format")
+    ap.add_argument("--base-width", type=int, default=64, help="first-stage width (default 64)")
+    ap.add_argument("--data", default=None,
+                    help="image folder: train on its multi-crop views (DataLoader, --workers) "
+                         "instead of fixed random inputs; img/s then includes data loading")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers with --data (default 2)")
+    ap.add_argument("--global-scale", type=float, nargs=2, default=(0.14, 1.0))
+    ap.add_argument("--local-scale", type=float, nargs=2, default=(0.05, 0.14))
     ap.add_argument("--lr", type=float, default=None, help="default 0.45 * batch / 256")
     ap.add_argument("--weight-decay", type=float, default=1e-6)
     ap.add_argument("--momentum-teacher", type=float, default=0.996)
@@ -258,6 +303,63 @@ def parse_args(argv=None):
     if args.global_views != 2:
         ap.error("only 2 global views are supported")
     return args
+
+
+def resource_usage() -> float:
+    """User + system CPU seconds of this process and its live DataLoader workers so far."""
+    import os
+    total = 0.0
+    pids = [os.getpid()]
+    try:
+        pids += [int(p) for p in open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()]
+    except OSError:
+        pass
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def data_batches(args):
+    """Endless multi-crop batches of an image folder: the CIFAR recipe of carp's presets
+    (RandomResizedCrop bicubic, flip, colour jitter p 0.8, grayscale p 0.2, solarize p 0.2
+    on the second global view, no blur at 32 px), B images x (2 + M) views."""
+    import random
+    from PIL import ImageOps
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    bicubic = transforms.InterpolationMode.BICUBIC
+    common = [transforms.RandomHorizontalFlip(p=0.5),
+              transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+              transforms.RandomGrayscale(p=0.2)]
+    norm = [transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
+
+    def solarize(img):
+        return ImageOps.solarize(img) if random.random() < 0.2 else img
+
+    g = transforms.Compose([transforms.RandomResizedCrop(args.global_size, tuple(args.global_scale),
+                                                         interpolation=bicubic)] + common + norm)
+    g2 = transforms.Compose([transforms.RandomResizedCrop(args.global_size, tuple(args.global_scale),
+                                                          interpolation=bicubic)] + common
+                            + [transforms.Lambda(solarize)] + norm)
+    loc = transforms.Compose([transforms.RandomResizedCrop(args.local_size, tuple(args.local_scale),
+                                                           interpolation=bicubic)] + common + norm)
+
+    def multicrop(img):
+        return [g(img), g2(img)] + [loc(img) for _ in range(args.local_views)]
+
+    data = datasets.ImageFolder(args.data, transform=multicrop)
+    loader = DataLoader(data, batch_size=args.batch, shuffle=True, drop_last=True,
+                        num_workers=args.workers, persistent_workers=args.workers > 0,
+                        worker_init_fn=lambda _: torch.set_num_threads(1))
+    while True:
+        for views, _ in loader:
+            yield views
 
 
 def main(argv=None) -> int:
@@ -289,8 +391,13 @@ def main(argv=None) -> int:
     all_views = global_views + local_views
     n_student, n_teacher = len(all_views), len(global_views)
     m = args.momentum_teacher
+    batches = data_batches(args) if args.data else None
 
     def train_step() -> float:
+        nonlocal global_views, all_views
+        if batches is not None:
+            views = [v.contiguous(memory_format=mem_fmt) for v in next(batches)]
+            global_views, all_views = views[:n_teacher], views
         with torch.no_grad():
             teacher_out = teacher(global_views)
         student_out = student(all_views)
@@ -309,10 +416,12 @@ def main(argv=None) -> int:
         train_step()
 
     times = []
+    cpu0 = resource_usage()
     for _ in range(args.steps):
         t0 = time.perf_counter()
         loss = train_step()
         times.append(time.perf_counter() - t0)
+    cpu_s = resource_usage() - cpu0
     if not math.isfinite(loss):
         print(f"warning: non-finite loss {loss}", file=sys.stderr)
     total = sum(times)
@@ -338,6 +447,9 @@ def main(argv=None) -> int:
             "local_views": args.local_views,
             "channels_last": args.channels_last,
             "step_s_min": round(min(times), 6),
+            "base_width": args.base_width,
+            "data": args.data,
+            "cpu_cores_used": round(cpu_s / total, 3),
             "last_loss": round(loss, 6),
         }))
     else:

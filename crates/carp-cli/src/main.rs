@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 mod cmd;
+mod flags;
 mod progress;
 
 /// CARP: self-supervised visual representation learning (Consistent Assignment of Views over
@@ -35,11 +36,12 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Plot a run directory's metrics (PNG) and write a Markdown summary into RUN_DIR/report.
     Report(cmd::report::Args),
-    /// Dataset housekeeping: `carp data download {cifar10,cifar100,stl10} --to DIR`.
+    /// Dataset housekeeping: `carp data download {cifar10,cifar100,stl10,dtd,food101,country211} --to DIR`.
     Data(cmd::data::Args),
     /// Write backbone features of data sets as .npy and .safetensors.
     Embed(cmd::embed::Args),
-    /// Evaluate a backbone: weighted k-NN, linear probe or k-means (spec §6).
+    /// Evaluate a backbone (spec §6): k-NN, linear, k-means, few-shot VOC07, retrieval,
+    /// Copydays, or the whole suite.
     Eval(cmd::eval::Args),
     /// List the backends this build has and the GPU adapters this machine offers them.
     Devices(cmd::devices::Args),

@@ -1,8 +1,10 @@
 //! The CARP projection head, spec §1: MLP + weight-normalised prototypes.
 
+use crate::collective::Group;
 use crate::init;
+use crate::norm::BatchNorm;
 use burn::module::{Module, Param};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -67,7 +69,7 @@ impl CarpHeadConfig {
             linear.bias = Some(init::param(vec![0.0; d_out], [d_out], device));
             mlp.push(linear);
             if self.use_bn && i + 1 < self.nlayers {
-                norms.push(BatchNormConfig::new(d_out).init(device));
+                norms.push(BatchNorm::new(d_out, device));
             }
         }
         let bound = 1.0 / (self.bottleneck_dim as f64).sqrt();
@@ -173,6 +175,13 @@ impl CarpHead {
             }
         }
         x
+    }
+
+    /// Synchronises the MLP's BatchNorms over `group` in training mode (`None`: alone).
+    pub fn set_group(&mut self, group: Option<Group>) {
+        for bn in &mut self.norms {
+            bn.group = group.clone();
+        }
     }
 
     /// K prototype logits per image.

@@ -2,6 +2,7 @@
 //! only for parameters with more than one dimension.
 
 use crate::path::ParamPath;
+use crate::reduce::ordered_sum;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
@@ -43,8 +44,9 @@ pub fn lars_update<const D: usize>(
 ) -> (Tensor<D>, Tensor<D>) {
     let d = if D > 1 {
         let d = g + w.clone().mul_scalar(weight_decay);
-        let w_norm = w.clone().square().sum().sqrt();
-        let d_norm = d.clone().square().sum().sqrt();
+        // Not `sum()`: Burn's parallel sum of >= 4 Mi elements rounds by thread timing (issue 15).
+        let w_norm = ordered_sum(w.clone().square()).sqrt();
+        let d_norm = ordered_sum(d.clone().square()).sqrt();
         let valid = w_norm
             .clone()
             .greater_scalar(0.0)

@@ -9,6 +9,7 @@
 //! - [`partition`]: random partitions and the block softmax (spec §3).
 //! - [`loss`]: consistency and entropy terms (spec §4), [`loss::carp_loss`].
 //! - [`lars`], [`schedule`], [`ema`]: optimisation (spec §5).
+//! - [`reduce`]: full sums whose rounding does not depend on thread timing (issue 15).
 //! - [`model`]: the student/teacher pair and the multi-crop forward; [`step`]: one training step.
 //!
 //! The device picks the backend at run time: `Device::flex()` (CPU, default) or, with the
@@ -37,14 +38,17 @@
 
 #![warn(missing_docs)]
 
+pub mod collective;
 pub mod ema;
 pub mod head;
 pub mod init;
 pub mod lars;
 pub mod loss;
 pub mod model;
+pub mod norm;
 pub mod partition;
 pub mod path;
+pub mod reduce;
 pub mod resnet;
 pub mod schedule;
 pub mod step;

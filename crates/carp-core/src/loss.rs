@@ -4,20 +4,32 @@
 //! Paper: Santos Silva & Ramírez Rivera, "Representation Learning via Consistent Assignment of
 //! Views over Random Partitions", NeurIPS 2023, <https://arxiv.org/abs/2310.12692>.
 
+use crate::collective::{all_reduce_sum, Group};
 use crate::partition::{block_softmax, Partition};
+use crate::reduce::{ordered_mean, ordered_sum};
 use burn::tensor::{Int, Tensor, TensorData};
 
 /// ε of spec §4: the float32 machine epsilon.
 pub const EPS: f64 = f32::EPSILON as f64;
 
-/// Consistency term, spec §4: mean over pairs i != j of
-/// `l(i, j) = -mean_{k,n} log clamp(Σ_c p_i[k,n,c] q_j[k,n,c], ε, 1-ε)`.
+/// Consistency term, spec §4: the mean over (student view, teacher view) pairs of the
+/// agreement loss between their block assignments.
 ///
-/// `student` stacks S student views along the batch axis (view-major: all B images of view 0,
-/// then view 1, ...); `teacher` stacks T teacher views the same way. Teacher view j is the
-/// teacher's copy of student view j (the global views come first), so pairs with i == j are
-/// skipped: S·T - min(S, T) pairs. The teacher carries no gradient. The clamp passes no
-/// gradient where it clips; ε = `f32::EPSILON`.
+/// ```text
+/// l(i, j)     = - 1/(P·B) Σ_k Σ_n log clamp( Σ_c p_i[k, n, c] · q_j[k, n, c], ε, 1 - ε )
+/// consistency = mean over pairs (i, j), i ≠ j, of l(i, j)
+/// ```
+///
+/// - `p_i[k, n, c]`: the student's probability of prototype c (of N) within block k (of P)
+///   for image n (of B) seen in student view i (of S); `q_j` the same for teacher view j
+///   (of T). Both are block-softmax outputs (spec §3).
+/// - Teacher view j is the teacher's copy of student view j (the T global views come
+///   first), so the pairs with i = j are skipped: S·T − min(S, T) pairs.
+/// - ε = `f32::EPSILON`; the clamp passes no gradient where it clips. The teacher carries no
+///   gradient.
+///
+/// `student` stacks the S student views along the batch axis, view-major (all B images of
+/// view 0, then view 1, ...); `teacher` stacks the T teacher views the same way.
 ///
 /// # Shapes
 ///
@@ -73,12 +85,10 @@ pub fn consistency_loss(student: Tensor<3>, teacher: Tensor<3>, batch: usize) ->
             .reshape([s]);
         let keep: Vec<i64> = (0..s as i64).filter(|&i| i != j as i64).collect();
         let kept = keep.len();
-        let sum = per_view
-            .select(
-                0,
-                Tensor::<1, Int>::from_data(TensorData::new(keep, [kept]), &device),
-            )
-            .sum();
+        let sum = ordered_sum(per_view.select(
+            0,
+            Tensor::<1, Int>::from_data(TensorData::new(keep, [kept]), &device),
+        ));
         total = Some(match total {
             Some(acc) => acc + sum,
             None => sum,
@@ -116,11 +126,31 @@ pub fn consistency_loss(student: Tensor<3>, teacher: Tensor<3>, batch: usize) ->
 /// assert!(loss.abs() < 1e-6);
 /// ```
 pub fn entropy_loss(student: Tensor<3>, teacher: Tensor<3>) -> Tensor<1> {
+    entropy_loss_over(student, teacher, None)
+}
+
+/// [`entropy_loss`] with the mean assignment taken over the rows of every process of
+/// `group` (spec §4: "over all workers"), as the release's `AllGather` does: the row sums
+/// are summed over the processes, and so is their gradient, so after the gradients are
+/// averaged over processes the update is that of one process holding every row.
+///
+/// Every process passes the same number of rows.
+pub fn entropy_loss_over(
+    student: Tensor<3>,
+    teacher: Tensor<3>,
+    group: Option<&Group>,
+) -> Tensor<1> {
     let [_, _, n] = student.dims();
     let all = Tensor::cat(vec![student, teacher.detach()], 1);
-    let mean = all.mean_dim(1); // [P, 1, N]
+    let mean = match group.filter(|g| g.size() > 1) {
+        None => all.mean_dim(1), // [P, 1, N]
+        Some(g) => {
+            let rows = all.dims()[1] * g.size();
+            all_reduce_sum(all.sum_dim(1), g).div_scalar(rows as f64)
+        }
+    };
     let plogp = (mean.clone() * mean.clamp(EPS, 1.0 - EPS).log()).sum_dim(2);
-    plogp.mean().add_scalar((n as f64).ln())
+    ordered_mean(plogp).add_scalar((n as f64).ln())
 }
 
 /// The three loss values of one step.
@@ -135,7 +165,8 @@ pub struct LossTerms {
 }
 
 /// The full CARP loss (spec §3-§4) from student and teacher logits: block softmax with the
-/// step's partition, then consistency + entropy weighted 1 : 1.
+/// step's partition, then `total = consistency + entropy` (weighted 1 : 1), returned with
+/// both terms.
 ///
 /// # Shapes
 ///
@@ -162,10 +193,22 @@ pub fn carp_loss(
     batch: usize,
     partition: &Partition,
 ) -> LossTerms {
+    carp_loss_over(student_logits, teacher_logits, batch, partition, None)
+}
+
+/// [`carp_loss`] of one process of a data-parallel `group`: the consistency term over this
+/// process's images, the entropy term over every process's ([`entropy_loss_over`]).
+pub fn carp_loss_over(
+    student_logits: Tensor<2>,
+    teacher_logits: Tensor<2>,
+    batch: usize,
+    partition: &Partition,
+    group: Option<&Group>,
+) -> LossTerms {
     let student = block_softmax(student_logits, partition);
     let teacher = block_softmax(teacher_logits.detach(), partition);
     let consistency = consistency_loss(student.clone(), teacher.clone(), batch);
-    let entropy = entropy_loss(student, teacher);
+    let entropy = entropy_loss_over(student, teacher, group);
     LossTerms {
         total: consistency.clone() + entropy.clone(),
         consistency,

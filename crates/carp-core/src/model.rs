@@ -1,5 +1,6 @@
 //! The student/teacher pair and its multi-crop forward, spec §1-§2.
 
+use crate::collective::Group;
 use crate::head::{CarpHead, CarpHeadConfig};
 use crate::resnet::{ResNet, ResNetConfig};
 use burn::module::Module;
@@ -43,36 +44,39 @@ pub struct CarpModel {
     pub head: CarpHead,
 }
 
+/// What one network outputs for a step's views.
+#[derive(Clone, Debug)]
+pub struct ViewsOutput {
+    /// The head's bottleneck vectors (the prototype layer's input, not normalised),
+    /// `[sum_g V_g * B, bottleneck_dim]`.
+    pub bottleneck: Tensor<2>,
+    /// Prototype logits, `[sum_g V_g * B, K]`.
+    pub logits: Tensor<2>,
+}
+
 impl CarpModel {
-    /// Logits of several groups of views, each group one resolution and one backbone call
-    /// (DINO's `MultiCropWrapper`); the head then runs once on all features.
+    /// Synchronises every BatchNorm (backbone and head) over `group` in training mode.
+    pub fn set_group(&mut self, group: Option<Group>) {
+        self.backbone.set_group(group.clone());
+        self.head.set_group(group);
+    }
+
+    /// Bottleneck vectors and logits of several groups of views, each group one resolution
+    /// and one backbone call (DINO's `MultiCropWrapper`); the head then runs once on all
+    /// features.
     ///
     /// # Shapes
     ///
     /// - `groups[g]`: `[V_g * B, 3, H_g, W_g]`, views in view-major order
-    /// - output: `[sum_g V_g * B, K]` in the same order
-    pub fn forward_views(&self, groups: &[Tensor<4>]) -> Tensor<2> {
-        let features: Vec<Tensor<2>> = groups
-            .iter()
-            .map(|g| self.backbone.forward(g.clone()))
-            .collect();
-        self.head.forward(Tensor::cat(features, 0))
-    }
-
-    /// [`CarpModel::forward_views`] that also returns the head's bottleneck vectors (the
-    /// prototype layer's input), computed once, for the health diagnostics.
-    ///
-    /// # Shapes
-    ///
-    /// - output: (`[sum_g V_g * B, bottleneck_dim]`, `[sum_g V_g * B, K]`)
-    pub fn forward_views_with_bottleneck(&self, groups: &[Tensor<4>]) -> (Tensor<2>, Tensor<2>) {
+    /// - outputs: `[sum_g V_g * B, _]` in the same order
+    pub fn forward_views(&self, groups: &[Tensor<4>]) -> ViewsOutput {
         let features: Vec<Tensor<2>> = groups
             .iter()
             .map(|g| self.backbone.forward(g.clone()))
             .collect();
         let bottleneck = self.head.bottleneck(Tensor::cat(features, 0));
         let logits = self.head.last_layer.forward(bottleneck.clone());
-        (bottleneck, logits)
+        ViewsOutput { bottleneck, logits }
     }
 }
 
@@ -83,6 +87,10 @@ pub struct StudentTeacher {
     pub student: CarpModel,
     /// Exponential moving average of the student; receives no gradients.
     pub teacher: CarpModel,
+    /// The processes of a data-parallel run (`None`: this process alone): their BatchNorm
+    /// statistics and the entropy term's mean assignment are shared.
+    #[module(skip)]
+    pub group: Option<Group>,
 }
 
 impl StudentTeacher {
@@ -94,6 +102,15 @@ impl StudentTeacher {
         Self {
             student: config.init(device, seed),
             teacher: config.init(device, seed).no_grad(),
+            group: None,
         }
+    }
+
+    /// Makes both networks and the loss work over the processes of `group` (spec §4,
+    /// SyncBatchNorm); `None` for one process.
+    pub fn set_group(&mut self, group: Option<Group>) {
+        self.student.set_group(group.clone());
+        self.teacher.set_group(group.clone());
+        self.group = group;
     }
 }

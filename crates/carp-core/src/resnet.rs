@@ -5,13 +5,15 @@
 //! `BatchNorm` names its affine parameters `gamma`/`beta` where PyTorch says `weight`/`bias`;
 //! that rename (and nothing else) is left to the importer.
 
+use crate::collective::Group;
 use crate::init;
+use crate::norm::BatchNorm;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
+use burn::nn::PaddingConfig2d;
 use burn::tensor::{Device, Tensor};
+use carp_kernels::conv_bn;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -102,7 +104,7 @@ impl ResNetConfig {
         } else {
             conv(&mut rng, 3, w, 7, 2, 3, device)
         };
-        let bn1 = BatchNormConfig::new(w).init(device);
+        let bn1 = BatchNorm::new(w, device);
         let maxpool = (!self.small_stem).then(|| {
             MaxPool2dConfig::new([3, 3])
                 .with_strides([2, 2])
@@ -173,7 +175,7 @@ fn conv(
 }
 
 fn batch_norm(channels: usize, zero: bool, device: &Device) -> BatchNorm {
-    let mut bn = BatchNormConfig::new(channels).init(device);
+    let mut bn = BatchNorm::new(channels, device);
     if zero {
         bn.gamma = init::param(vec![0.0; channels], [channels], device);
     }
@@ -243,17 +245,23 @@ impl Block {
     }
 
     /// `relu(branch(x) + shortcut(x))`.
+    ///
+    /// Each convolution goes through [`carp_kernels::conv_bn`] with the BatchNorm after it and,
+    /// on the last one, the residual add and ReLU: carp's fused CPU kernels on flex, Burn's
+    /// ops on other devices.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward(conv.forward(x.clone())),
+            Some((conv, bn)) => conv_bn(x.clone(), conv, bn, None, false),
             None => x.clone(),
         };
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let mut out = self.bn2.forward(self.conv2.forward(out));
-        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = bn3.forward(conv3.forward(relu(out)));
+        let out = conv_bn(x, &self.conv1, &self.bn1, None, true);
+        match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => {
+                let out = conv_bn(out, &self.conv2, &self.bn2, None, true);
+                conv_bn(out, conv3, bn3, Some(identity), true)
+            }
+            _ => conv_bn(out, &self.conv2, &self.bn2, Some(identity), true),
         }
-        relu(out + identity)
     }
 }
 
@@ -277,6 +285,33 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// Synchronises every BatchNorm over `group` in training mode (`None`: each process
+    /// alone), see [`BatchNorm`].
+    pub fn set_group(&mut self, group: Option<Group>) {
+        self.bn1.group = group.clone();
+        for block in [
+            &mut self.layer1,
+            &mut self.layer2,
+            &mut self.layer3,
+            &mut self.layer4,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for bn in [
+                Some(&mut block.bn1),
+                Some(&mut block.bn2),
+                block.bn3.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(block.downsample.as_mut().map(|(_, bn)| bn))
+            {
+                bn.group = group.clone();
+            }
+        }
+    }
+
     /// Globally average-pooled features.
     ///
     /// # Shapes
@@ -284,9 +319,9 @@ impl ResNet {
     /// - `images`: `[B, 3, H, W]`
     /// - output: `[B, C]` with `C` = [`ResNetConfig::output_dim`]
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(images)));
+        let mut x = conv_bn(images, &self.conv1, &self.bn1, None, true);
         if let Some(pool) = &self.maxpool {
-            x = pool.forward(x);
+            x = carp_kernels::max_pool2d(x, pool);
         }
         for layer in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
             for block in layer {

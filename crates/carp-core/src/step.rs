@@ -2,7 +2,7 @@
 
 use crate::ema::ema_update;
 use crate::lars::Lars;
-use crate::loss::carp_loss;
+use crate::loss::{carp_loss_over, LossTerms};
 use crate::model::StudentTeacher;
 use crate::partition::Partition;
 use crate::path::ParamPath;
@@ -35,10 +35,12 @@ pub enum EmaOrder {
 /// The views of one micro-batch on the training device.
 #[derive(Clone, Debug)]
 pub struct StepViews {
-    /// One tensor per resolution, view-major: `[V_g * B, 3, H_g, W_g]`.
+    /// One tensor per run of equal-size views, in view order: `[V_g * B, 3, H_g, W_g]`,
+    /// view-major.
     pub groups: Vec<Tensor<4>>,
-    /// Index into `groups` of the global views (the teacher's input; they come first).
-    pub global_group: usize,
+    /// Number of leading `groups` that hold the global views, the teacher's input (a group
+    /// never mixes global and local views, see `MultiCropRecipe::size_groups`).
+    pub global_groups: usize,
     /// Images per view, B.
     pub batch: usize,
 }
@@ -61,83 +63,84 @@ impl StepLosses {
     }
 }
 
-/// Host copies of what the health diagnostics need (collapse signals, argmax histograms),
-/// read back from the step's detached outputs on logged steps only.
+/// What the forward and backward pass of one micro-batch produce.
 ///
-/// All buffers are row-major. Rows are view-major like the logits: S student views
-/// (the T global views first), T teacher views, B images each.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StepProbe {
-    /// Number of blocks P of the step's partition.
-    pub blocks: usize,
-    /// Block size N.
-    pub block_size: usize,
-    /// Images per view, B.
-    pub batch: usize,
-    /// Student views S.
-    pub student_views: usize,
-    /// Teacher (global) views T.
-    pub teacher_views: usize,
-    /// Index (0..N) of the largest probability of each block for each student row, `[P, S * B]`.
-    pub student_argmax: Vec<u32>,
-    /// The same for the teacher rows, `[P, T * B]`.
-    pub teacher_argmax: Vec<u32>,
-    /// Student probabilities on block 0 (the first N prototypes of the permutation), `[S * B, N]`.
-    pub student_block0: Vec<f32>,
+/// The three tensors are detached (no autodiff graph) and stay on the device; monitoring
+/// reads them back only on the steps it logs.
+#[derive(Debug)]
+pub struct StepOutput {
+    /// The loss terms.
+    pub losses: StepLosses,
+    /// Student gradients of `loss_scale · total`.
+    pub grads: GradientsParams,
+    /// Student logits of every view, `[S * B, K]`, view-major (the global views first).
+    pub student_logits: Tensor<2>,
+    /// Teacher logits of the global views, `[T * B, K]`.
+    pub teacher_logits: Tensor<2>,
     /// The teacher's bottleneck vectors (not normalised) on the global views, `[T * B, D]`.
-    pub teacher_bottleneck: Vec<f32>,
-    /// Bottleneck width D.
-    pub bottleneck_dim: usize,
+    pub teacher_bottleneck: Tensor<2>,
 }
 
-/// Forward and backward of one micro-batch: returns the loss terms and the student gradients
-/// of `loss_scale · total` (use `1 / accumulation_steps` so accumulated gradients are a mean).
+/// Forward and backward of one micro-batch: the loss terms, the student gradients of
+/// `loss_scale · total` (use `1 / accumulation_steps` so accumulated gradients are a mean)
+/// and the detached outputs of both networks.
 ///
 /// The teacher sees only the global views, in training mode (its BatchNorm uses batch
 /// statistics and tracks its own running averages), and carries no gradient.
+///
+/// # Panics
+///
+/// Panics if `views.global_groups` is 0 or more than the number of groups.
 pub fn forward_backward(
     model: &StudentTeacher,
     views: &StepViews,
     partition: &Partition,
     loss_scale: f64,
-) -> (StepLosses, GradientsParams) {
-    let (losses, grads, _) = forward_backward_probed(model, views, partition, loss_scale, false);
-    (losses, grads)
+) -> StepOutput {
+    assert!(
+        (1..=views.groups.len()).contains(&views.global_groups),
+        "global_groups {} must be in 1..={} (the groups)",
+        views.global_groups,
+        views.groups.len()
+    );
+    // teacher on the global views only
+    let teacher = model
+        .teacher
+        .forward_views(&views.groups[..views.global_groups]);
+    let teacher_logits = teacher.logits.detach();
+    // student on all views
+    let student_logits = model.student.forward_views(&views.groups).logits;
+    // loss = consistency + entropy over the step's random partition
+    let terms = carp_loss_over(
+        student_logits.clone(),
+        teacher_logits.clone(),
+        views.batch,
+        partition,
+        model.group.as_ref(),
+    );
+    let losses = read_losses(&terms);
+    // backward
+    let grads = if loss_scale == 1.0 {
+        terms.total.backward()
+    } else {
+        terms.total.mul_scalar(loss_scale).backward()
+    };
+    StepOutput {
+        losses,
+        grads: GradientsParams::from_grads(grads, &model.student),
+        student_logits: student_logits.detach(),
+        teacher_logits,
+        teacher_bottleneck: teacher.bottleneck.detach(),
+    }
 }
 
-/// [`forward_backward`] that, when `probe` is set, also reads back a [`StepProbe`] from the
-/// same forward pass (argmax per block, block-0 probabilities, teacher bottleneck): one
-/// extra host transfer, no second forward.
-pub fn forward_backward_probed(
-    model: &StudentTeacher,
-    views: &StepViews,
-    partition: &Partition,
-    loss_scale: f64,
-    probe: bool,
-) -> (StepLosses, GradientsParams, Option<StepProbe>) {
-    // teacher on the global views only
-    let (teacher_bottleneck, teacher_logits) = model
-        .teacher
-        .forward_views_with_bottleneck(&views.groups[views.global_group..=views.global_group]);
-    let teacher_logits = teacher_logits.detach();
-    // student on all views
-    let student_logits = model.student.forward_views(&views.groups);
-    let probe = probe.then(|| {
-        read_probe(
-            student_logits.clone().detach(),
-            teacher_logits.clone(),
-            teacher_bottleneck.detach(),
-            partition,
-            views.batch,
-        )
-    });
-    // loss = consistency + entropy over the step's random partition
-    let terms = carp_loss(student_logits, teacher_logits, views.batch, partition);
+/// The three loss terms in one host transfer.
+fn read_losses(terms: &LossTerms) -> StepLosses {
     let scalars = Tensor::cat(
         vec![
             terms.total.clone().detach(),
-            terms.consistency.detach(),
-            terms.entropy.detach(),
+            terms.consistency.clone().detach(),
+            terms.entropy.clone().detach(),
         ],
         0,
     );
@@ -146,76 +149,10 @@ pub fn forward_backward_probed(
         .convert::<f32>()
         .try_to_vec::<f32>()
         .expect("loss terms are f32");
-    let losses = StepLosses {
+    StepLosses {
         total: values[0] as f64,
         consistency: values[1] as f64,
         entropy: values[2] as f64,
-    };
-    // backward
-    let grads = if loss_scale == 1.0 {
-        terms.total.backward()
-    } else {
-        terms.total.mul_scalar(loss_scale).backward()
-    };
-    let grads = GradientsParams::from_grads(grads, &model.student);
-    (losses, grads, probe)
-}
-
-fn block_argmax(logits: Tensor<2>, partition: &Partition) -> Vec<u32> {
-    let [rows, _] = logits.dims();
-    let (p, n) = (partition.num_blocks(), partition.block_size);
-    let index = partition.index_tensor(&logits.device());
-    // [rows, P, N] -> argmax over N -> [P, rows]
-    let arg = logits
-        .select(1, index)
-        .reshape([rows, p, n])
-        .argmax(2)
-        .reshape([rows, p])
-        .transpose();
-    arg.into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .expect("argmax is an integer tensor")
-        .into_iter()
-        .map(|i| i as u32)
-        .collect()
-}
-
-fn host(t: Tensor<2>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("float tensor")
-}
-
-fn read_probe(
-    student_logits: Tensor<2>,
-    teacher_logits: Tensor<2>,
-    teacher_bottleneck: Tensor<2>,
-    partition: &Partition,
-    batch: usize,
-) -> StepProbe {
-    let [s_rows, _] = student_logits.dims();
-    let [t_rows, d] = teacher_bottleneck.dims();
-    let n = partition.block_size;
-    let block0 = Partition {
-        indices: partition.indices[..n].to_vec(),
-        block_size: n,
-        num_prototypes: partition.num_prototypes,
-    };
-    let student_block0 =
-        host(crate::partition::block_softmax(student_logits.clone(), &block0).reshape([s_rows, n]));
-    StepProbe {
-        blocks: partition.num_blocks(),
-        block_size: n,
-        batch,
-        student_views: s_rows / batch,
-        teacher_views: t_rows / batch,
-        student_argmax: block_argmax(student_logits, partition),
-        teacher_argmax: block_argmax(teacher_logits, partition),
-        student_block0,
-        teacher_bottleneck: host(teacher_bottleneck),
-        bottleneck_dim: d,
     }
 }
 
@@ -278,17 +215,29 @@ pub fn apply_update(
     schedule: StepSchedule,
     order: EmaOrder,
 ) -> StudentTeacher {
-    let StudentTeacher { student, teacher } = model;
+    let StudentTeacher {
+        student,
+        teacher,
+        group,
+    } = model;
     match order {
         EmaOrder::BeforeStep => {
             let teacher = ema_update(teacher, &student, schedule.teacher_momentum);
             let student = lars.step(student, grads, schedule.lr, schedule.weight_decay);
-            StudentTeacher { student, teacher }
+            StudentTeacher {
+                student,
+                teacher,
+                group,
+            }
         }
         EmaOrder::AfterStep => {
             let student = lars.step(student, grads, schedule.lr, schedule.weight_decay);
             let teacher = ema_update(teacher, &student, schedule.teacher_momentum);
-            StudentTeacher { student, teacher }
+            StudentTeacher {
+                student,
+                teacher,
+                group,
+            }
         }
     }
 }
@@ -328,7 +277,7 @@ mod tests {
                 Tensor::random([2 * b, 3, 8, 8], Distribution::Normal(0.0, 1.0), device),
                 Tensor::random([2 * b, 3, 4, 4], Distribution::Normal(0.0, 1.0), device),
             ],
-            global_group: 0,
+            global_groups: 1,
             batch: b,
         }
     }
@@ -353,8 +302,9 @@ mod tests {
             let model = StudentTeacher::new(&cfg, &device, 3);
             let rm0 = values(model.teacher.backbone.bn1.running_mean.value_sync());
             let s0 = values(model.student.head.mlp[0].weight.val());
-            let (losses, grads) = forward_backward(&model, &views, &part, 1.0);
-            assert!(losses.is_finite());
+            let out = forward_backward(&model, &views, &part, 1.0);
+            assert!(out.losses.is_finite());
+            let grads = out.grads;
             // Teacher BatchNorm ran in training mode: its running mean moved.
             assert_ne!(
                 values(model.teacher.backbone.bn1.running_mean.value_sync()),
@@ -381,32 +331,28 @@ mod tests {
         assert_ne!(results[0], results[1]);
     }
 
-    /// The probe agrees with the logits it was read from (argmax per block, block-0
-    /// softmax rows sum to 1, shapes), and the gradient check names a parameter holding NaN.
+    /// The step's detached outputs have the documented shapes and carry no graph, and the
+    /// gradient check names a parameter holding NaN.
     #[test]
-    fn probe_and_gradient_check() {
+    fn outputs_and_gradient_check() {
         let device = Device::flex().autodiff();
         let b = 4;
         let views = random_views(b, &device);
         let part = Partition::random(16, 4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
         let model = StudentTeacher::new(&tiny(), &device, 5);
-        let (_, grads, probe) = forward_backward_probed(&model, &views, &part, 1.0, true);
-        let probe = probe.unwrap();
-        assert_eq!((probe.blocks, probe.block_size, probe.batch), (4, 4, b));
-        assert_eq!((probe.student_views, probe.teacher_views), (4, 2));
-        assert_eq!(probe.student_argmax.len(), 4 * 4 * b);
-        assert_eq!(probe.teacher_argmax.len(), 4 * 2 * b);
-        assert_eq!(probe.teacher_bottleneck.len(), 2 * b * 4);
-        // Block 0's argmax of each student row is the argmax of its block-0 probabilities.
-        for (r, row) in probe.student_block0.chunks(4).enumerate() {
-            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-            let best = (0..4)
-                .max_by(|&i, &j| row[i].partial_cmp(&row[j]).unwrap())
-                .unwrap();
-            assert_eq!(probe.student_argmax[r] as usize, best, "row {r}");
+        let out = forward_backward(&model, &views, &part, 1.0);
+        assert_eq!(out.student_logits.dims(), [4 * b, 16]);
+        assert_eq!(out.teacher_logits.dims(), [2 * b, 16]);
+        assert_eq!(out.teacher_bottleneck.dims(), [2 * b, 4]);
+        for t in [
+            &out.student_logits,
+            &out.teacher_logits,
+            &out.teacher_bottleneck,
+        ] {
+            assert!(!t.is_require_grad());
         }
-        assert_eq!(first_non_finite_gradient(&model.student, &grads), None);
-        let mut grads = grads;
+        assert_eq!(first_non_finite_gradient(&model.student, &out.grads), None);
+        let mut grads = out.grads;
         let id = model.student.head.last_layer.weight_v.id;
         let g: Tensor<2> = grads.remove(id).unwrap();
         let bad = g.clone().mul_scalar(f32::NAN);
@@ -415,5 +361,78 @@ mod tests {
             first_non_finite_gradient(&model.student, &grads).as_deref(),
             Some("head.last_layer.weight_v")
         );
+    }
+
+    /// Block softmax of `logits` rows in f64: `[rows][P][N]`.
+    fn block_probs(logits: &Tensor<2>, part: &Partition) -> Vec<Vec<Vec<f64>>> {
+        let [rows, k] = logits.dims();
+        let z = values(logits.clone());
+        (0..rows)
+            .map(|r| {
+                part.indices
+                    .chunks(part.block_size)
+                    .map(|block| {
+                        let e: Vec<f64> =
+                            block.iter().map(|&c| (z[r * k + c] as f64).exp()).collect();
+                        let sum: f64 = e.iter().sum();
+                        e.iter().map(|x| x / sum).collect()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Issue 10: local views as large as the global ones. The teacher gets the two global
+    /// views only (its logits equal a fresh teacher's on the global group alone), and the
+    /// consistency term averages the S·T − T = 4·2 − 2 = 6 pairs (i ≠ j), recomputed here in
+    /// f64 from the step's own logits.
+    #[test]
+    fn issue_10_equal_view_sizes_keep_the_teacher_on_the_global_views() {
+        let device = Device::flex().autodiff();
+        let b = 3;
+        let views = StepViews {
+            groups: vec![
+                Tensor::random([2 * b, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device),
+                Tensor::random([2 * b, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device),
+            ],
+            global_groups: 1,
+            batch: b,
+        };
+        let part = Partition::random(16, 4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(2));
+        let out = forward_backward(
+            &StudentTeacher::new(&tiny(), &device, 7),
+            &views,
+            &part,
+            1.0,
+        );
+        assert_eq!(out.teacher_logits.dims(), [2 * b, 16]);
+        let fresh = StudentTeacher::new(&tiny(), &device, 7);
+        let want = values(fresh.teacher.forward_views(&views.groups[..1]).logits);
+        for (x, y) in values(out.teacher_logits.clone()).iter().zip(&want) {
+            assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+        let p = block_probs(&out.student_logits, &part);
+        let q = block_probs(&out.teacher_logits, &part);
+        let eps = f32::EPSILON as f64;
+        let (mut sum, mut pairs) = (0.0, 0);
+        for i in 0..4 {
+            for j in (0..2).filter(|&j| j != i) {
+                let mut l = 0.0;
+                for blk in 0..part.num_blocks() {
+                    for n in 0..b {
+                        let dot: f64 = (0..4)
+                            .map(|c| p[i * b + n][blk][c] * q[j * b + n][blk][c])
+                            .sum();
+                        l -= dot.clamp(eps, 1.0 - eps).ln();
+                    }
+                }
+                sum += l / (part.num_blocks() * b) as f64;
+                pairs += 1;
+            }
+        }
+        assert_eq!(pairs, 6);
+        let want = sum / pairs as f64;
+        let got = out.losses.consistency;
+        assert!((got - want).abs() <= 1e-5 * want.abs(), "{got} vs {want}");
     }
 }

@@ -5,6 +5,14 @@
 //! | CIFAR-10 | `cifar-10-binary.tar.gz` (162 MB) | `c32a1d4ab5d03f1284b67883e8d87530` | `cifar-10-batches-bin/` |
 //! | CIFAR-100 | `cifar-100-binary.tar.gz` (161 MB) | `03b5dce01913d631647c71ecec9e9cb8` | `cifar-100-binary/` |
 //! | STL-10 | `stl10_binary.tar.gz` (2.5 GB) | `91f7769df0f17e558f3565bffb0c7dfb` | `stl10_binary/` |
+//! | DTD | `dtd-r1.0.1.tar.gz` (625 MB) | `fff73e5086ae6bdbea199a49dfb8a4c1` | `dtd/` |
+//! | Food-101 | `food-101.tar.gz` (5 GB) | `85eeb15f3717b99a5da872d97d918f87` | `food-101/` |
+//! | Country211 | `country211.tgz` (11 GB) | `84988d7644798601126c29e9877aab6a` | `country211/` |
+//!
+//! The transfer-set URLs and checksums are torchvision's (`datasets/dtd.py`, `food101.py`,
+//! `country211.py`); the unpacked folders are what [`crate::TransferSet`] reads under the
+//! same folder. Flowers-102, Oxford-IIIT Pets and GTSRB come as several files, FGVC-Aircraft
+//! has no published checksum and Stanford Cars no stable URL: not downloadable here.
 //!
 //! The CIFAR checksums are those of the dataset page (cs.toronto.edu/~kriz/cifar.html),
 //! the STL-10 one that of torchvision's `datasets/stl10.py`.
@@ -35,11 +43,24 @@ pub enum Archive {
     Cifar100,
     /// `stl10_binary.tar.gz`.
     Stl10,
+    /// `dtd-r1.0.1.tar.gz`.
+    Dtd,
+    /// `food-101.tar.gz`.
+    Food101,
+    /// `country211.tgz`.
+    Country211,
 }
 
 impl Archive {
     /// Names accepted by [`Archive::parse`].
-    pub const NAMES: [&'static str; 3] = ["cifar10", "cifar100", "stl10"];
+    pub const NAMES: [&'static str; 6] = [
+        "cifar10",
+        "cifar100",
+        "stl10",
+        "dtd",
+        "food101",
+        "country211",
+    ];
 
     /// `cifar10`, `cifar100` or `stl10`.
     pub fn parse(name: &str) -> Option<Self> {
@@ -47,6 +68,9 @@ impl Archive {
             "cifar10" => Some(Self::Cifar10),
             "cifar100" => Some(Self::Cifar100),
             "stl10" => Some(Self::Stl10),
+            "dtd" => Some(Self::Dtd),
+            "food101" => Some(Self::Food101),
+            "country211" => Some(Self::Country211),
             _ => None,
         }
     }
@@ -57,6 +81,9 @@ impl Archive {
             Self::Cifar10 => "cifar-10-binary.tar.gz",
             Self::Cifar100 => "cifar-100-binary.tar.gz",
             Self::Stl10 => "stl10_binary.tar.gz",
+            Self::Dtd => "dtd-r1.0.1.tar.gz",
+            Self::Food101 => "food-101.tar.gz",
+            Self::Country211 => "country211.tgz",
         }
     }
 
@@ -65,6 +92,9 @@ impl Archive {
         match self {
             Self::Cifar10 | Self::Cifar100 => "https://www.cs.toronto.edu/~kriz",
             Self::Stl10 => "http://ai.stanford.edu/~acoates/stl10",
+            Self::Dtd => "https://www.robots.ox.ac.uk/~vgg/data/dtd/download",
+            Self::Food101 => "http://data.vision.ee.ethz.ch/cvl",
+            Self::Country211 => "https://openaipublic.azureedge.net/clip/data",
         }
     }
 
@@ -74,6 +104,9 @@ impl Archive {
             Self::Cifar10 => "c32a1d4ab5d03f1284b67883e8d87530",
             Self::Cifar100 => "03b5dce01913d631647c71ecec9e9cb8",
             Self::Stl10 => "91f7769df0f17e558f3565bffb0c7dfb",
+            Self::Dtd => "fff73e5086ae6bdbea199a49dfb8a4c1",
+            Self::Food101 => "85eeb15f3717b99a5da872d97d918f87",
+            Self::Country211 => "84988d7644798601126c29e9877aab6a",
         }
     }
 
@@ -83,15 +116,31 @@ impl Archive {
             Self::Cifar10 => "cifar-10-batches-bin",
             Self::Cifar100 => "cifar-100-binary",
             Self::Stl10 => "stl10_binary",
+            Self::Dtd => "dtd",
+            Self::Food101 => "food-101",
+            Self::Country211 => "country211",
+        }
+    }
+
+    /// The transfer set this archive holds (read with `carp eval suite --data-root DIR`).
+    pub fn transfer_set(self) -> Option<crate::TransferSet> {
+        match self {
+            Self::Dtd => Some(crate::TransferSet::Dtd),
+            Self::Food101 => Some(crate::TransferSet::Food101),
+            Self::Country211 => Some(crate::TransferSet::Country211),
+            _ => None,
         }
     }
 
     /// The `--data` string that reads the unpacked dataset from `dir`.
+    /// For transfer sets, the folder itself (an image-folder source; evaluate them with
+    /// `carp eval suite --data-root DIR`).
     pub fn source(self, dir: &Path) -> String {
         let kind = match self {
             Self::Cifar10 => "cifar10",
             Self::Cifar100 => "cifar100",
             Self::Stl10 => "stl10",
+            Self::Dtd | Self::Food101 | Self::Country211 => return dir.display().to_string(),
         };
         format!("{kind}:{}", dir.display())
     }
@@ -370,7 +419,7 @@ mod tests {
     fn archive_names() {
         for name in Archive::NAMES {
             let a = Archive::parse(name).unwrap();
-            assert!(a.file_name().ends_with(".tar.gz"));
+            assert!(a.file_name().ends_with(".tar.gz") || a.file_name().ends_with(".tgz"));
             assert_eq!(a.md5().len(), 32);
             assert!(crate::DataSource::parse(&a.source(Path::new("/d"))).is_ok());
         }

@@ -58,6 +58,15 @@ pub enum DataError {
         /// The file names that were tried.
         looked: String,
     },
+    /// A split or label file of a data set is missing or malformed (transfer data sets,
+    /// VOC07, revisitop ground truth, `.mat` files).
+    #[error("{path}: {reason}", path = path.display())]
+    SplitFile {
+        /// The split file.
+        path: PathBuf,
+        /// What is wrong (`missing split file`, `line 3: expected ...`).
+        reason: String,
+    },
     /// A binary file whose length is not a whole number of records.
     #[error(
         "{path}: {len} bytes is not a whole number of {record}-byte records (truncated or not this format)",

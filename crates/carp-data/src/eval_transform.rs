@@ -6,6 +6,72 @@ use image::RgbImage;
 use rayon::prelude::*;
 use std::ops::Range;
 
+/// The evaluation transform of spec §6: resize the short side, centre-crop, normalise.
+///
+/// One policy serves every evaluation (the k-NN during and after pretraining, `carp embed`,
+/// `carp eval`): see [`EvalTransform::for_backbone`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvalTransform {
+    /// Short side after resizing (`None`: no resize).
+    pub resize: Option<u32>,
+    /// Centre-crop side (`None`: no crop).
+    pub crop: Option<u32>,
+}
+
+impl EvalTransform {
+    /// The transform for a backbone with a small-image stem (`small_stem`) trained on
+    /// global views of `train_crop` pixels (32 for small stems, 224 otherwise, when unknown).
+    ///
+    /// Small-stem backbones see the centred `crop` square of the image, not resized (the
+    /// whole image for CIFAR-scale sets, whose images are the crop size). Other backbones get
+    /// the spec's ImageNet rule scaled to their crop: short side `crop · 256 / 224`, then a
+    /// centred `crop` square (256 / 224 for the release).
+    pub fn for_backbone(small_stem: bool, train_crop: Option<u32>) -> Self {
+        if small_stem {
+            return Self {
+                resize: None,
+                crop: Some(train_crop.unwrap_or(32)),
+            };
+        }
+        let crop = train_crop.unwrap_or(224);
+        Self {
+            resize: Some(crop * 256 / 224),
+            crop: Some(crop),
+        }
+    }
+
+    /// This transform with the given sides replacing its own (user overrides).
+    pub fn with_overrides(self, resize: Option<u32>, crop: Option<u32>) -> Self {
+        Self {
+            resize: resize.or(self.resize),
+            crop: crop.or(self.crop),
+        }
+    }
+
+    /// The side of the random crops a linear probe trains on (DINO's `RandomResizedCrop`):
+    /// the evaluation crop, else 32.
+    pub fn probe_crop(&self) -> u32 {
+        self.crop.unwrap_or(32)
+    }
+
+    /// The normalised CHW pixels of `img`.
+    pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
+        eval_view(img, self.resize, self.crop)
+    }
+}
+
+impl std::fmt::Display for EvalTransform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = |v: Option<u32>| v.map_or("none".to_string(), |s| s.to_string());
+        write!(
+            f,
+            "resize {} / centre crop {}",
+            side(self.resize),
+            side(self.crop)
+        )
+    }
+}
+
 /// torchvision's `Resize(resize)` + `CenterCrop(crop)` + `Normalize`, as a CHW buffer.
 ///
 /// `resize` sets the short side (the long side becomes `⌊resize · long / short⌋`), with
@@ -123,6 +189,31 @@ mod tests {
             .enumerate()
             .map(|(k, x)| x * IMAGENET_STD[k / plane] + IMAGENET_MEAN[k / plane])
             .collect()
+    }
+
+    /// One policy: small-stem backbones see a centre crop of their training size; others the spec's
+    /// 256 / 224 rule, scaled to their training crop; overrides replace one side only.
+    #[test]
+    fn policy_by_backbone() {
+        let small = EvalTransform::for_backbone(true, Some(16));
+        assert_eq!((small.resize, small.crop), (None, Some(16)));
+        let none = EvalTransform {
+            resize: None,
+            crop: None,
+        };
+        assert_eq!(EvalTransform::for_backbone(true, None).crop, Some(32));
+        let release = EvalTransform::for_backbone(false, None);
+        assert_eq!((release.resize, release.crop), (Some(256), Some(224)));
+        assert_eq!(release, EvalTransform::for_backbone(false, Some(224)));
+        let stl = EvalTransform::for_backbone(false, Some(96));
+        assert_eq!((stl.resize, stl.crop), (Some(109), Some(96)));
+        assert_eq!(none.probe_crop(), 32);
+        assert_eq!(small.probe_crop(), 16);
+        assert_eq!(release.probe_crop(), 224);
+        let over = release.with_overrides(None, Some(200));
+        assert_eq!((over.resize, over.crop), (Some(256), Some(200)));
+        assert_eq!(over.to_string(), "resize 256 / centre crop 200");
+        assert_eq!(none.to_string(), "resize none / centre crop none");
     }
 
     #[test]

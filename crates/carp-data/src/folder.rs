@@ -28,11 +28,11 @@ fn path_key(p: &Path) -> &[u8] {
     p.as_os_str().as_encoded_bytes()
 }
 
-/// Whether `path` has one of the [`IMAGE_EXTENSIONS`].
-fn is_image(path: &Path) -> bool {
+/// Whether `path` has one of `extensions` (any case).
+fn is_image(path: &Path, extensions: &[&str]) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+        .is_some_and(|e| extensions.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 /// Entries of `dir` split into (sub-directories, files), following symbolic links.
@@ -62,6 +62,14 @@ impl ImageFolder {
     /// [`DataError::NoClasses`] when it has no sub-folder, [`DataError::EmptyClass`] for a
     /// class folder without images, [`DataError::Io`] when a directory cannot be read.
     pub fn open(root: &Path) -> Result<Self, DataError> {
+        Self::open_with_extensions(root, &IMAGE_EXTENSIONS)
+    }
+
+    /// [`ImageFolder::open`] counting files with other extensions as images (GTSRB's `ppm`).
+    ///
+    /// # Errors
+    /// As [`ImageFolder::open`].
+    pub fn open_with_extensions(root: &Path, extensions: &[&str]) -> Result<Self, DataError> {
         match fs::metadata(root) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(DataError::MissingDir {
@@ -97,7 +105,7 @@ impl ImageFolder {
                 .unwrap_or_default();
             classes.push(name);
             let before = samples.len();
-            Self::walk_class(class_dir, label, &mut samples)?;
+            Self::walk_class(class_dir, label, extensions, &mut samples)?;
             if samples.len() == before {
                 return Err(DataError::EmptyClass {
                     path: class_dir.clone(),
@@ -115,6 +123,7 @@ impl ImageFolder {
     fn walk_class(
         class_dir: &Path,
         label: usize,
+        extensions: &[&str],
         samples: &mut Vec<(PathBuf, usize)>,
     ) -> Result<(), DataError> {
         // Collect every directory with its files, then sort directories by path.
@@ -127,7 +136,7 @@ impl ImageFolder {
         }
         found.sort_by(|a, b| path_key(&a.0).cmp(path_key(&b.0)));
         for (_, mut files) in found {
-            files.retain(|f| is_image(f));
+            files.retain(|f| is_image(f, extensions));
             files.sort_by(|a, b| path_key(a).cmp(path_key(b)));
             samples.extend(files.into_iter().map(|f| (f, label)));
         }

@@ -17,8 +17,15 @@
 //!   per run of equal-size views, shaped `[views·B, 3, size, size]`. Every random choice
 //!   for a sample comes from [`sample_rng`]`(seed, epoch, index)`, so batches do not depend
 //!   on the thread count; [`Loader::prefetch`] computes them ahead on a background thread.
-//! - [`eval_view`] / [`eval_batches`]: the deterministic resize, centre-crop and normalise
-//!   transform for evaluation.
+//! - [`EvalTransform`] ([`eval_view`], [`eval_batches`]): the deterministic resize,
+//!   centre-crop and normalise transform for evaluation, one policy for every protocol.
+//! - [`seed`]: every random stream of a run (epoch order, per-sample augmentation, the
+//!   step's partition) derived from the run seed.
+//!
+//! Evaluation data sets in their published layouts: [`TransferSet`] (Flowers-102, Pets, DTD,
+//! Food-101, FGVC-Aircraft, Stanford Cars, GTSRB, Country211 with their official splits, as
+//! [`LabelledFiles`]), [`Voc07`] (few-shot), [`Revisited`] (revisited Oxford/Paris ground
+//! truth, read from its pickle without running it) and [`open_copydays`].
 //!
 //! [`download()`] fetches, checks (MD5) and unpacks the CIFAR-10/100 and STL-10 archives.
 //!
@@ -51,29 +58,47 @@
 
 pub mod augment;
 pub mod cifar;
+pub mod copydays;
 pub mod dataset;
 pub mod download;
+pub mod dtd;
 pub mod error;
 pub mod eval_transform;
+pub mod fgvc_aircraft;
 pub mod filelist;
+pub mod flowers102;
 pub mod folder;
+pub mod food101;
+pub mod gtsrb;
+pub mod labelled;
 pub mod loader;
+pub mod matfile;
 pub mod multicrop;
-mod seed;
+pub mod oxford_pets;
+pub mod revisitop;
+pub mod seed;
 pub mod source;
+pub mod stanford_cars;
 pub mod stl10;
 pub mod synthetic;
+pub mod transfer;
+pub mod voc07;
 
 pub use augment::{ColorJitter, CropBox, FloatImage, RandomResizedCrop};
 pub use cifar::{Cifar, CifarSplit, CifarVariant};
+pub use copydays::{list_image_files, open_copydays, CopydaysBlock};
 pub use dataset::Dataset;
 pub use download::{download, Archive, DownloadOptions, Downloaded};
 pub use error::DataError;
-pub use eval_transform::{eval_batches, eval_view};
+pub use eval_transform::{eval_batches, eval_view, EvalTransform};
 pub use filelist::FileList;
 pub use folder::ImageFolder;
+pub use labelled::LabelledFiles;
 pub use loader::{epoch_order, sample_rng, Loader, Prefetch, ViewBatch, ViewGroup};
 pub use multicrop::{MultiCropRecipe, ViewSpec};
+pub use revisitop::{Revisited, RevisitedQuery, REVISITED_SETS};
 pub use source::{DataSource, SourceKind};
 pub use stl10::{Stl10, Stl10Split};
 pub use synthetic::{SyntheticConfig, SyntheticShapes};
+pub use transfer::{Split, TransferSet};
+pub use voc07::{Voc07, VOC_CLASSES};

@@ -67,6 +67,8 @@ pub struct ViewBatch {
     pub indices: Vec<usize>,
     /// Labels of the B images (for monitoring only).
     pub labels: Vec<Option<usize>>,
+    /// Number of leading groups that hold the recipe's global views (the teacher's input).
+    pub global_groups: usize,
 }
 
 impl ViewBatch {
@@ -299,6 +301,7 @@ impl Loader {
             groups,
             indices,
             labels,
+            global_groups: st.recipe.global_groups(),
         })
     }
 

@@ -78,11 +78,14 @@ impl ViewSpec {
     }
 }
 
-/// The list of views made from each image; the first two are the global views.
+/// The list of views made from each image; the first `global_views` are the global views
+/// (the teacher's input, spec §2).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MultiCropRecipe {
-    /// The views, in order.
+    /// The views, in order: the global views first.
     pub views: Vec<ViewSpec>,
+    /// How many of the leading views are global (2 in the paper).
+    pub global_views: usize,
 }
 
 impl MultiCropRecipe {
@@ -112,7 +115,10 @@ impl MultiCropRecipe {
             blur_prob: 0.5,
             ..ViewSpec::new(local_size, local_scale)
         }));
-        Self { views }
+        Self {
+            views,
+            global_views: 2,
+        }
     }
 
     /// The ImageNet recipe of spec §2: 224 px globals in (0.2, 1.0), 96 px locals in (0.05, 0.2).
@@ -130,16 +136,28 @@ impl MultiCropRecipe {
         self.views.is_empty()
     }
 
-    /// Runs of consecutive views of equal size, as `(size, first_view, count)`.
+    /// Runs of consecutive views of equal size, as `(size, first_view, count)`; a run never
+    /// crosses from the global views into the local ones, even when their sizes are equal,
+    /// so the teacher's input is exactly the leading groups.
     pub fn size_groups(&self) -> Vec<(u32, usize, usize)> {
         let mut groups: Vec<(u32, usize, usize)> = Vec::new();
         for (v, spec) in self.views.iter().enumerate() {
             match groups.last_mut() {
-                Some((size, _, count)) if *size == spec.size => *count += 1,
+                Some((size, _, count)) if *size == spec.size && v != self.global_views => {
+                    *count += 1
+                }
                 _ => groups.push((spec.size, v, 1)),
             }
         }
         groups
+    }
+
+    /// Number of leading [`Self::size_groups`] that hold the global views.
+    pub fn global_groups(&self) -> usize {
+        self.size_groups()
+            .iter()
+            .take_while(|(_, first, _)| *first < self.global_views)
+            .count()
     }
 
     /// Makes every view of `img` in order, all drawing from `rng`; one CHW buffer per view.
@@ -180,6 +198,23 @@ mod tests {
             MultiCropRecipe::carp(32, 16, (0.2, 1.0), (0.05, 0.2), 0).size_groups(),
             [(32, 0, 2)]
         );
+        assert_eq!(r.global_groups(), 1);
+    }
+
+    /// Issue 10: local crops as large as the global ones still form their own group, so the
+    /// teacher (the leading groups) sees the two global views only.
+    #[test]
+    fn issue_10_equal_sizes_split_at_the_global_boundary() {
+        let r = MultiCropRecipe::carp(16, 16, (0.4, 1.0), (0.1, 0.4), 3);
+        assert_eq!(r.size_groups(), [(16, 0, 2), (16, 2, 3)]);
+        assert_eq!(r.global_groups(), 1);
+        let mut one_global = r.clone();
+        one_global.global_views = 1;
+        assert_eq!(one_global.size_groups(), [(16, 0, 1), (16, 1, 4)]);
+        let mut all_global = r;
+        all_global.global_views = 5;
+        assert_eq!(all_global.size_groups(), [(16, 0, 5)]);
+        assert_eq!(all_global.global_groups(), 1);
     }
 
     #[test]

@@ -1,4 +1,10 @@
-//! Seed mixing: derive independent generator seeds from tuples of integers.
+//! Every random stream of a run, derived from the run seed: the epoch order
+//! ([`crate::epoch_order`]), each sample's augmentations ([`crate::sample_rng`]) and each
+//! step's random partition ([`partition_rng`]). Derivations are pure functions of their
+//! indices, so thread counts and resumes change no draw.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 /// One round of SplitMix64, a bijective 64-bit mixer.
 fn splitmix64(x: u64) -> u64 {
@@ -9,14 +15,26 @@ fn splitmix64(x: u64) -> u64 {
 }
 
 /// Mixes `parts` (in order) into one 64-bit seed; different tuples give unrelated seeds.
-pub(crate) fn mix_seed(parts: &[u64]) -> u64 {
+pub fn mix_seed(parts: &[u64]) -> u64 {
     parts
         .iter()
         .fold(0x243F_6A88_85A3_08D3, |h, &p| splitmix64(h ^ splitmix64(p)))
 }
 
+/// The generator of step `step`'s random partition (spec §3): a pure function of
+/// (seed, step), the same on every worker.
+///
+/// Unlike the streams above it is not built with [`mix_seed`]: it keeps the derivation the
+/// first carp runs used (a fixed offset of the seed, one ChaCha stream per step), so their
+/// checkpoints still resume exactly.
+pub fn partition_rng(seed: u64, step: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5ca1_ab1e_0000_0000);
+    rng.set_stream(step as u64);
+    rng
+}
+
 /// Domain tags, so that e.g. the epoch order and a sample never share a stream.
-pub(crate) mod tag {
+pub mod tag {
     /// Synthetic image generation.
     pub const SYNTHETIC: u64 = 0x5359_4E54;
     /// Epoch shuffles.

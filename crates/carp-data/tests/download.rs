@@ -141,6 +141,18 @@ fn fake_archive(archive: Archive) -> Vec<u8> {
                 cifar_record(&[3, 99], 2),
             ),
         ],
+        Archive::Dtd => vec![
+            (
+                "dtd/labels/train1.txt".into(),
+                b"banded/a.jpg\nzigzagged/b.jpg\n".to_vec(),
+            ),
+            ("dtd/labels/test1.txt".into(), b"banded/c.jpg\n".to_vec()),
+        ],
+        Archive::Food101 => vec![(
+            "food-101/meta/train.json".into(),
+            br#"{"apple_pie": ["apple_pie/1"]}"#.to_vec(),
+        )],
+        Archive::Country211 => vec![("country211/train/AD/1.jpg".into(), b"x".to_vec())],
         Archive::Stl10 => {
             let img = |k: usize| -> Vec<u8> { (0..27648).map(|i| (i * 7 + k * 3) as u8).collect() };
             vec![
@@ -170,7 +182,14 @@ fn listing(dir: &Path) -> Vec<String> {
 
 #[test]
 fn downloads_verifies_and_unpacks_each_dataset() {
-    for archive in [Archive::Cifar10, Archive::Cifar100, Archive::Stl10] {
+    for archive in [
+        Archive::Cifar10,
+        Archive::Cifar100,
+        Archive::Stl10,
+        Archive::Dtd,
+        Archive::Food101,
+        Archive::Country211,
+    ] {
         let body = fake_archive(archive);
         let (base, log) = serve(archive.file_name(), body.clone(), vec![Reply::Normal]);
         let dir = tempfile::tempdir().unwrap();
@@ -209,6 +228,12 @@ fn downloads_verifies_and_unpacks_each_dataset() {
                     (ds.len(), ds.label(0), ds.coarse_label(0)),
                     (1, Some(99), Some(3))
                 );
+            }
+            // Transfer sets unpack into the folder carp eval suite reads.
+            Archive::Dtd | Archive::Food101 | Archive::Country211 => {
+                let set = archive.transfer_set().unwrap();
+                let ds = set.open(dir.path(), carp_data::Split::Train).unwrap();
+                assert!(!ds.is_empty(), "{set:?}");
             }
             Archive::Stl10 => {
                 let ds = Stl10::open(dir.path(), Stl10Split::TrainUnlabeled).unwrap();

@@ -115,4 +115,10 @@ pub enum EvalError {
     /// A linear-probe setting is out of range.
     #[error("linear probe: {0}")]
     ProbeSettings(String),
+    /// An SVM setting is out of range, or the labels hold one class only.
+    #[error("linear SVM: {0}")]
+    SvmSettings(String),
+    /// Retrieval, copy-detection or whitening inputs that do not fit together.
+    #[error("retrieval: {0}")]
+    RetrievalInput(String),
 }

@@ -7,11 +7,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::{EvalError, Features};
 
+/// The neighbour counts spec §6 reports.
+pub const SPEC_KS: [usize; 4] = [10, 20, 100, 200];
+
+/// The k whose top-1 a one-number summary reports (the CARP paper's k-NN column).
+pub const HEADLINE_K: usize = 20;
+
+/// The result a one-number summary reports: k = [`HEADLINE_K`], or the largest k evaluated
+/// when that one is missing (a memory bank smaller than 20 images).
+pub fn headline(results: &[KnnResult]) -> Option<&KnnResult> {
+    results
+        .iter()
+        .find(|r| r.k == HEADLINE_K)
+        .or_else(|| results.iter().max_by_key(|r| r.k))
+}
+
 /// Settings of [`weighted_knn`]; `Default` carries the spec §6 values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KnnConfig {
-    /// Neighbour counts to report, in the order results are returned. Default `[10, 20, 100, 200]` (spec §6).
+    /// Neighbour counts to report, in the order results are returned. Default [`SPEC_KS`].
     pub ks: Vec<usize>,
     /// Temperature T of the vote weight exp(sim / T). Default `0.07` (spec §6).
     pub temperature: f32,
@@ -22,7 +37,7 @@ pub struct KnnConfig {
 impl Default for KnnConfig {
     fn default() -> Self {
         Self {
-            ks: vec![10, 20, 100, 200],
+            ks: SPEC_KS.to_vec(),
             temperature: 0.07,
             chunk_rows: 1024,
         }
@@ -432,6 +447,18 @@ mod tests {
     /// 90° (label 1, sim 0). Plain majority of k = 3 votes says class 1 (2 votes vs 1).
     /// Weighted: class 0 gets exp(1/0.07) = e^14.2857 ≈ 1.60032e6, class 1 gets 2·exp(0) = 2,
     /// so class 0 wins. With T = 100 the weights are e^0.01 vs 2, and the majority wins again.
+    #[test]
+    fn headline_is_k20_or_the_largest_k() {
+        let r = |k| KnnResult {
+            k,
+            top1: k as f64,
+            top5: 0.0,
+        };
+        assert_eq!(headline(&[r(10), r(20), r(100)]).unwrap().k, 20);
+        assert_eq!(headline(&[r(10), r(5)]).unwrap().k, 10);
+        assert!(headline(&[]).is_none());
+    }
+
     #[test]
     fn exp_weighting_overrides_majority() {
         let train = features(&[&[1.0, 0.0], &[0.0, 1.0], &[0.0, -1.0]]);

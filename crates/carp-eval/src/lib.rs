@@ -15,6 +15,10 @@
 //!   spec §6 protocol with its clustering report ([`kmeans_eval`]).
 //! - [`linear`]: the linear probe on frozen features ([`linear_probe`], LARS or SGD, cosine
 //!   schedule, top-1/top-5 per epoch and the best).
+//! - [`svm`]: the few-shot VOC07 protocol's linear SVM ([`train_linear_svc`], scikit-learn's
+//!   `LinearSVC` by dual coordinate descent) and [`voc_average_precision`] (the release's AP).
+//! - [`retrieval`]: revisited Oxford/Paris ranking and [`compute_map`] (mAP, mP@k, junk);
+//!   [`copy_detection`]: Copydays block mAP; [`whitening`]: PCA whitening ([`Whitening`]).
 //! - [`EvalError`]: every way user-supplied features, labels or settings can be wrong.
 //!
 //! # Example
@@ -44,20 +48,36 @@
 //!
 //! # Feature flags
 //!
-//! None. Parallelism uses rayon's global pool; similarities use `matrixmultiply`'s f32 GEMM.
+//! None. Parallelism uses rayon's global pool; similarities use `matrixmultiply`'s f32 GEMM;
+//! the whitening's eigendecomposition is nalgebra's.
 #![warn(missing_docs)]
 
+pub mod average_precision;
 pub mod cluster_metrics;
+pub mod copy_detection;
 mod error;
 mod features;
+pub mod fewshot;
 pub mod kmeans;
-mod knn;
+pub mod knn;
 mod linalg;
 pub mod linear;
+pub mod retrieval;
+pub mod svm;
+pub mod whitening;
 
+pub use average_precision::voc_average_precision;
 pub use cluster_metrics::{cluster_scores, ClusterScores, Contingency};
+pub use copy_detection::{copy_detection_map, BlockMap, CopyBlock, COPYDAYS_TOP};
 pub use error::EvalError;
 pub use features::Features;
+pub use fewshot::{voc_fewshot, FewShotConfig, FewShotRow};
 pub use kmeans::{kmeans_eval, spherical_kmeans, KmeansConfig, KmeansInit, KmeansReport};
 pub use knn::{weighted_knn, KnnConfig, KnnResult};
 pub use linear::{linear_probe, linear_probe_with, LinearConfig, LinearReport, ProbeOptimizer};
+pub use retrieval::{
+    compute_map, rank_by_similarity, revisited_map, trapezoid_ap, MapReport, QueryTruth,
+    RevisitedReport, RevisitedTruth,
+};
+pub use svm::{train_linear_svc, LinearSvc, SvcConfig};
+pub use whitening::Whitening;

@@ -12,6 +12,40 @@ use std::path::{Path, PathBuf};
 /// The metadata key holding the checkpoint's JSON document.
 pub const METADATA_KEY: &str = "carp";
 
+/// `format` of a training run's checkpoint: `student.*`, `teacher.*` and `optim.*` tensors
+/// with Burn names, the run state and configuration in the metadata.
+pub const RUN_FORMAT: &str = "carp-checkpoint";
+
+/// `format` of weights written by `carp convert` (`backbone.*`, `head.*`).
+pub const WEIGHTS_FORMAT: &str = "carp-weights";
+
+/// Which of carp's own files a checkpoint is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CarpFile {
+    /// A training run's checkpoint ([`RUN_FORMAT`]).
+    Run,
+    /// Converted weights in carp's names ([`WEIGHTS_FORMAT`]).
+    Weights,
+}
+
+impl CarpFile {
+    /// What a file with this metadata document and these tensor names is, if one of carp's
+    /// own: the one test of "is this a carp checkpoint" every reader uses.
+    ///
+    /// `carp convert --to torchvision` also tags its files [`WEIGHTS_FORMAT`] but writes
+    /// torchvision names, so converted weights count only with carp's `backbone.` prefix.
+    pub fn detect<'a>(
+        meta: &serde_json::Value,
+        mut names: impl Iterator<Item = &'a String>,
+    ) -> Option<Self> {
+        match meta["format"].as_str()? {
+            RUN_FORMAT => Some(Self::Run),
+            WEIGHTS_FORMAT if names.any(|k| k.starts_with("backbone.")) => Some(Self::Weights),
+            _ => None,
+        }
+    }
+}
+
 /// Named tensors plus a JSON document (step, config, ...).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Checkpoint {
@@ -167,6 +201,28 @@ mod tests {
         let err = read_checkpoint(&path).unwrap_err();
         assert!(matches!(err, CheckpointError::Format { .. }), "{err}");
         assert!(err.to_string().contains("checkpoint.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn carp_files_are_told_by_metadata_and_names() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let run = serde_json::json!({"format": RUN_FORMAT});
+        let weights = serde_json::json!({"format": WEIGHTS_FORMAT});
+        let carp_named = names(&["backbone.bn1.gamma", "head.mlp.0.weight"]);
+        let tv_named = names(&["bn1.weight", "conv1.weight"]);
+        assert_eq!(
+            CarpFile::detect(&run, names(&["student.x"]).iter()),
+            Some(CarpFile::Run)
+        );
+        assert_eq!(
+            CarpFile::detect(&weights, carp_named.iter()),
+            Some(CarpFile::Weights)
+        );
+        assert_eq!(CarpFile::detect(&weights, tv_named.iter()), None);
+        assert_eq!(
+            CarpFile::detect(&serde_json::json!({"step": 1}), carp_named.iter()),
+            None
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Imported weights written back out: torchvision names for PyTorch users, or carp's own.
 
+use crate::checkpoint::WEIGHTS_FORMAT;
 use crate::checkpoint::{write_checkpoint, Checkpoint};
-use crate::error::IoError;
+use crate::error::{ImportError, UnknownName};
 use crate::keymap::{self, Imported};
 use crate::params::HostTensor;
 use safetensors::tensor::{Dtype, TensorView};
@@ -21,12 +22,16 @@ pub enum Names {
 }
 
 impl std::str::FromStr for Names {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s.to_ascii_lowercase().as_str() {
             "torchvision" | "pytorch" => Ok(Names::Torchvision),
             "carp" => Ok(Names::Carp),
-            _ => Err(format!("unknown export names `{s}` (torchvision or carp)")),
+            _ => Err(UnknownName {
+                what: "export naming",
+                name: s.to_string(),
+                known: vec!["torchvision", "carp"],
+            }),
         }
     }
 }
@@ -38,27 +43,21 @@ pub fn export(
     out: &Path,
     names: Names,
     with_head: bool,
-) -> Result<usize, IoError> {
-    let cfg = keymap::infer_resnet(&imported.backbone)?;
+) -> Result<usize, ImportError> {
+    let cfg = imported.resnet()?;
     let head = match (with_head, &imported.head) {
         (false, _) => None,
         (true, Some(h)) => Some(h),
         (true, None) => {
-            return Err(IoError::Layout {
-                path: out.to_path_buf(),
-                reason: format!(
-                    "--with-head: the {} checkpoint has no CARP head",
-                    imported.format
-                ),
-            })
+            return Err(ImportError::layout(
+                &imported.path,
+                format!("the {} checkpoint has no CARP head", imported.format),
+            ))
         }
     };
-    let layout = |reason: String| IoError::Layout {
-        path: out.to_path_buf(),
-        reason,
-    };
+    let layout = |reason: String| ImportError::layout(out, reason);
     let mut meta = serde_json::json!({
-        "format": "carp-weights",
+        "format": WEIGHTS_FORMAT,
         "source_format": imported.format.name(),
         "resnet": cfg,
         "metadata": imported.metadata,
@@ -70,17 +69,20 @@ pub fn export(
                     .into_iter()
                     .map(|(k, t)| (format!("backbone.{k}"), t))
                     .collect();
+            if head.is_some() {
+                meta["head"] = serde_json::to_value(imported.head_config()?).expect("plain data");
+            }
             if let Some(h) = head {
-                meta["head"] = serde_json::to_value(keymap::infer_head(h)?).expect("plain data");
-                for (k, t) in keymap::head_to_carp_names(h).map_err(layout)? {
+                let carp = keymap::head_to_carp_names(h).map_err(|source| ImportError::Layout {
+                    path: imported.path.clone(),
+                    source,
+                })?;
+                for (k, t) in carp {
                     tensors.insert(format!("head.{k}"), t);
                 }
             }
             let n = tensors.len();
-            write_checkpoint(out, &Checkpoint { tensors, meta }).map_err(|e| IoError::Format {
-                path: out.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            write_checkpoint(out, &Checkpoint { tensors, meta })?;
             Ok(n)
         }
         Names::Torchvision => {
@@ -132,10 +134,7 @@ pub fn export(
             );
             let data =
                 safetensors::serialize(views, Some(info)).map_err(|e| layout(e.to_string()))?;
-            std::fs::write(out, data).map_err(|source| IoError::Io {
-                path: out.to_path_buf(),
-                source,
-            })?;
+            std::fs::write(out, data).map_err(|source| ImportError::io(out, source))?;
             Ok(n)
         }
     }

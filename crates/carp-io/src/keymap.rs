@@ -9,7 +9,8 @@
 //! missing and unexpected keys as PyTorch's `load_state_dict(strict=False)` does and failing
 //! on a shape mismatch.
 
-use crate::error::IoError;
+use crate::checkpoint::{CarpFile, METADATA_KEY};
+use crate::error::{CheckpointError, ImportError, LayoutError, UnknownName};
 use crate::params::{self, ApplyIssue, HostTensor};
 use crate::pytorch::{self, PthFile};
 use burn::module::{Module, ModuleVisitor, Param};
@@ -21,7 +22,7 @@ use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// Where a checkpoint comes from, which fixes how its keys map to torchvision names.
@@ -172,8 +173,8 @@ impl fmt::Display for Format {
 }
 
 impl FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         let norm: String = s
             .to_ascii_lowercase()
             .chars()
@@ -194,11 +195,11 @@ impl FromStr for Format {
             "triplet" => Format::Triplet,
             "torchvision" | "tv" => Format::Torchvision,
             _ => {
-                let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-                return Err(format!(
-                    "unknown checkpoint format `{s}` (one of: {})",
-                    names.join(", ")
-                ));
+                return Err(UnknownName {
+                    what: "checkpoint format",
+                    name: s.to_string(),
+                    known: Format::ALL.iter().map(|f| f.name()).collect(),
+                });
             }
         };
         Ok(found)
@@ -271,6 +272,8 @@ impl fmt::Display for LoadReport {
 /// Weights taken from a checkpoint, in torchvision / PyTorch names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Imported {
+    /// The file they were read from.
+    pub path: PathBuf,
     /// Backbone tensors with torchvision ResNet names, no prefix, `fc` and
     /// `num_batches_tracked` dropped (`conv1.weight`, `bn1.running_mean`, ...).
     pub backbone: BTreeMap<String, HostTensor>,
@@ -281,12 +284,14 @@ pub struct Imported {
     pub metadata: BTreeMap<String, String>,
     /// The format used.
     pub format: Format,
+    /// Which of carp's own files this is, if one.
+    pub carp_file: Option<CarpFile>,
     /// What the key map kept and dropped.
     pub report: MapReport,
 }
 
 /// The tensors of any supported file: PyTorch containers or safetensors.
-pub fn read_tensors(path: &Path) -> Result<PthFile, IoError> {
+pub fn read_tensors(path: &Path) -> Result<PthFile, ImportError> {
     if is_safetensors(path)? {
         read_safetensors(path)
     } else {
@@ -294,12 +299,9 @@ pub fn read_tensors(path: &Path) -> Result<PthFile, IoError> {
     }
 }
 
-fn is_safetensors(path: &Path) -> Result<bool, IoError> {
+fn is_safetensors(path: &Path) -> Result<bool, ImportError> {
     use std::io::Read;
-    let io = |source| IoError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| ImportError::io(path, source);
     let mut head = Vec::new();
     std::fs::File::open(path)
         .map_err(io)?
@@ -312,15 +314,9 @@ fn is_safetensors(path: &Path) -> Result<bool, IoError> {
         && u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) < 100_000_000)
 }
 
-fn read_safetensors(path: &Path) -> Result<PthFile, IoError> {
-    let data = std::fs::read(path).map_err(|source| IoError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let format = |reason: String| IoError::Format {
-        path: path.to_path_buf(),
-        reason,
-    };
+fn read_safetensors(path: &Path) -> Result<PthFile, ImportError> {
+    let data = std::fs::read(path).map_err(|source| ImportError::io(path, source))?;
+    let format = |reason: String| ImportError::format(path, reason);
     let st = SafeTensors::deserialize(&data).map_err(|e| format(e.to_string()))?;
     let (_, header) = SafeTensors::read_metadata(&data).map_err(|e| format(e.to_string()))?;
     let mut out = PthFile {
@@ -406,17 +402,14 @@ pub fn import_backbone(
     path: &Path,
     format: Option<Format>,
     key: Option<&str>,
-) -> Result<Imported, IoError> {
-    let layout = |reason: String| IoError::Layout {
-        path: path.to_path_buf(),
-        reason,
-    };
+) -> Result<Imported, ImportError> {
+    let layout = |reason: String| ImportError::layout(path, reason);
     // A `.pth` is only indexed here; its bytes are read once the entry to take is known, so
     // the other network and the optimiser state of a release checkpoint stay on disk.
     let (file, index) = if is_safetensors(path)? {
         let file = read_safetensors(path)?;
-        if is_carp_native(&file.tensors) {
-            return import_native(path, file, format, key);
+        if let Some(kind) = carp_file(&file) {
+            return import_native(path, file, kind, format, key);
         }
         (Some(file), None)
     } else {
@@ -527,10 +520,12 @@ pub fn import_backbone(
         .filter(|(k, _)| !k.starts_with("optimizer.") && !k.starts_with(&top_prefix))
         .collect();
     Ok(Imported {
+        path: path.to_path_buf(),
         backbone,
         head: head.filter(|h| !h.is_empty()),
         metadata,
         format,
+        carp_file: None,
         report,
     })
 }
@@ -543,24 +538,31 @@ fn top_level_keys<V>(tensors: &BTreeMap<String, V>) -> Vec<String> {
     set.into_iter().take(12).collect()
 }
 
-/// carp's own files: Burn names (`gamma`/`beta`) under `teacher.backbone.`, `student.backbone.`
-/// or `backbone.`.
-fn is_carp_native(tensors: &BTreeMap<String, HostTensor>) -> bool {
-    tensors
-        .keys()
-        .any(|k| k.ends_with(".gamma") && (k.contains("backbone.")))
+/// Which of carp's own files a safetensors file is ([`CarpFile::detect`] on its metadata).
+fn carp_file(file: &PthFile) -> Option<CarpFile> {
+    let meta = file.metadata.get(METADATA_KEY)?;
+    let meta: serde_json::Value = serde_json::from_str(meta).ok()?;
+    CarpFile::detect(&meta, file.tensors.keys())
 }
 
 fn import_native(
     path: &Path,
     file: PthFile,
+    kind: CarpFile,
     format: Option<Format>,
     key: Option<&str>,
-) -> Result<Imported, IoError> {
+) -> Result<Imported, ImportError> {
     if let Some(f) = format.filter(|f| *f != Format::Carp) {
-        return Err(IoError::Layout {
+        return Err(ImportError::layout(
+            path,
+            format!("this is a carp checkpoint, not the {f} layout"),
+        ));
+    }
+    if let Some(k) = key.filter(|k| kind == CarpFile::Run && !["teacher", "student"].contains(k)) {
+        return Err(ImportError::Option {
             path: path.to_path_buf(),
-            reason: format!("this is a carp checkpoint, not the {f} layout"),
+            key: "key",
+            message: format!("unknown network `{k}` (teacher or student)"),
         });
     }
     let tensors = &file.tensors;
@@ -577,27 +579,29 @@ fn import_native(
     };
     let backbone = backbone_from_carp_names(&sub(&format!("{top}backbone.")));
     if backbone.is_empty() {
-        return Err(IoError::Layout {
-            path: path.to_path_buf(),
-            reason: format!("no `{top}backbone.*` tensors"),
-        });
+        return Err(ImportError::layout(
+            path,
+            format!("no `{top}backbone.*` tensors"),
+        ));
     }
     let head = sub(&format!("{top}head."));
     let head = if head.is_empty() {
         None
     } else {
         Some(
-            head_from_carp_names(&head).map_err(|reason| IoError::Layout {
+            head_from_carp_names(&head).map_err(|source| ImportError::Layout {
                 path: path.to_path_buf(),
-                reason,
+                source,
             })?,
         )
     };
     Ok(Imported {
+        path: path.to_path_buf(),
         backbone,
         head,
         metadata: file.metadata,
         format: Format::Carp,
+        carp_file: Some(kind),
         report: MapReport {
             top: top.trim_end_matches('.').to_string(),
             kept_prefix: "backbone.".into(),
@@ -667,7 +671,7 @@ fn transpose(t: &HostTensor) -> HostTensor {
 /// than 1 (carp fixes `g = 1`, spec §1) or an MLP with a layer it does not have.
 pub fn head_to_carp_names(
     head: &BTreeMap<String, HostTensor>,
-) -> Result<BTreeMap<String, HostTensor>, String> {
+) -> Result<BTreeMap<String, HostTensor>, LayoutError> {
     let mut out = BTreeMap::new();
     // nlayers = 1 is a bare Linear (`mlp.weight`), otherwise an nn.Sequential.
     let mut linear_idx = BTreeSet::new();
@@ -692,11 +696,11 @@ pub fn head_to_carp_names(
         }
     }
     if linear_idx.is_empty() {
-        return Err("head: no `mlp` linear layers".into());
+        return Err(LayoutError("head: no `mlp` linear layers".into()));
     }
     let get = |k: &str| {
         head.get(k)
-            .ok_or_else(|| format!("head: missing tensor `{k}`"))
+            .ok_or_else(|| LayoutError(format!("head: missing tensor `{k}`")))
     };
     for (j, &i) in linear_idx.iter().enumerate() {
         let m = if i == usize::MAX {
@@ -735,14 +739,16 @@ pub fn head_to_carp_names(
             get("last_layer.parametrizations.weight.original1")?,
         )
     } else {
-        return Err("head: no prototype layer `last_layer.weight_v`".into());
+        return Err(LayoutError(
+            "head: no prototype layer `last_layer.weight_v`".into(),
+        ));
     };
     if let Some(g) = g {
         if let Some(bad) = g.values.iter().find(|x| (**x - 1.0).abs() > 1e-6) {
-            return Err(format!(
+            return Err(LayoutError(format!(
                 "head: prototype scale weight_g holds {bad}, but carp's prototypes fix g = 1 \
                  (spec §1); this head was trained with a free scale"
-            ));
+            )));
         }
     }
     out.insert("last_layer.weight_v".into(), v.clone());
@@ -753,7 +759,7 @@ pub fn head_to_carp_names(
 /// `nn.Sequential` indices (Linear, BatchNorm, GELU per hidden layer), `weight_g` = 1.
 pub fn head_from_carp_names(
     carp: &BTreeMap<String, HostTensor>,
-) -> Result<BTreeMap<String, HostTensor>, String> {
+) -> Result<BTreeMap<String, HostTensor>, LayoutError> {
     let nlayers = (0..)
         .take_while(|j| carp.contains_key(&format!("mlp.{j}.weight")))
         .count();
@@ -782,14 +788,14 @@ pub fn head_from_carp_names(
             ] {
                 let t = carp
                     .get(&format!("norms.{j}.{from}"))
-                    .ok_or_else(|| format!("head: missing `norms.{j}.{from}`"))?;
+                    .ok_or_else(|| LayoutError(format!("head: missing `norms.{j}.{from}`")))?;
                 out.insert(format!("mlp.{}.{to}", j * stride + 1), t.clone());
             }
         }
     }
     let v = carp
         .get("last_layer.weight_v")
-        .ok_or("head: missing `last_layer.weight_v`")?;
+        .ok_or_else(|| LayoutError("head: missing `last_layer.weight_v`".into()))?;
     out.insert(
         "last_layer.weight_g".into(),
         HostTensor {
@@ -803,11 +809,8 @@ pub fn head_from_carp_names(
 
 /// The ResNet a torchvision-named state dict describes: depth from the block counts and block
 /// type, base width from `conv1`, small stem from a 3x3 `conv1` (7x7: ImageNet stem).
-pub fn infer_resnet(backbone: &BTreeMap<String, HostTensor>) -> Result<ResNetConfig, IoError> {
-    let bad = |reason: String| IoError::Layout {
-        path: "<backbone>".into(),
-        reason,
-    };
+pub fn infer_resnet(backbone: &BTreeMap<String, HostTensor>) -> Result<ResNetConfig, LayoutError> {
+    let bad = LayoutError;
     let conv1 = backbone
         .get("conv1.weight")
         .ok_or_else(|| bad("not a torchvision ResNet: no `conv1.weight`".into()))?;
@@ -850,12 +853,8 @@ pub fn infer_resnet(backbone: &BTreeMap<String, HostTensor>) -> Result<ResNetCon
 }
 
 /// The head configuration a PyTorch-named CARP head describes.
-pub fn infer_head(head: &BTreeMap<String, HostTensor>) -> Result<CarpHeadConfig, IoError> {
-    let bad = |reason: String| IoError::Layout {
-        path: "<head>".into(),
-        reason,
-    };
-    let carp = head_to_carp_names(head).map_err(bad)?;
+pub fn infer_head(head: &BTreeMap<String, HostTensor>) -> Result<CarpHeadConfig, LayoutError> {
+    let carp = head_to_carp_names(head)?;
     let nlayers = (0..)
         .take_while(|j| carp.contains_key(&format!("mlp.{j}.weight")))
         .count();
@@ -888,13 +887,14 @@ impl ModuleVisitor for Shapes {
     }
 }
 
-/// Loads carp-named tensors into `module`: missing and unexpected keys are reported, a shape
-/// mismatch is an error. `rename` maps a carp name back to the file's name for the report.
+/// Loads carp-named tensors of the file `path` into `module`: missing and unexpected keys are
+/// reported, a shape mismatch is an error. `rename` maps a carp name back to the file's name.
 fn load_into<M: Module>(
     module: M,
     tensors: &BTreeMap<String, HostTensor>,
+    path: &Path,
     rename: impl Fn(&str) -> String,
-) -> Result<(M, LoadReport), IoError> {
+) -> Result<(M, LoadReport), ImportError> {
     let mut shapes = Shapes {
         path: ParamPath::default(),
         out: BTreeMap::new(),
@@ -903,11 +903,13 @@ fn load_into<M: Module>(
     for (k, t) in tensors {
         if let Some(expected) = shapes.out.get(k) {
             if *expected != t.shape {
-                return Err(IoError::Shape {
+                return Err(CheckpointError::Shape {
+                    path: path.to_path_buf(),
                     key: rename(k),
                     expected: expected.clone(),
                     found: t.shape.clone(),
-                });
+                }
+                .into());
             }
         }
     }
@@ -921,11 +923,13 @@ fn load_into<M: Module>(
                 expected,
                 found,
             } => {
-                return Err(IoError::Shape {
+                return Err(CheckpointError::Shape {
+                    path: path.to_path_buf(),
                     key: rename(&key),
                     expected,
                     found,
-                })
+                }
+                .into())
             }
         }
     }
@@ -937,36 +941,72 @@ fn load_into<M: Module>(
     Ok((module, report))
 }
 
-/// Loads torchvision-named backbone weights into `net` (strict=False semantics: see
-/// [`LoadReport`]; a shape mismatch is [`IoError::Shape`]).
+/// Loads torchvision-named backbone weights read from `path` into `net` (strict=False
+/// semantics: see [`LoadReport`]; a shape mismatch is [`CheckpointError::Shape`]).
 pub fn apply_backbone(
     net: ResNet,
     backbone: &BTreeMap<String, HostTensor>,
-) -> Result<(ResNet, LoadReport), IoError> {
+    path: &Path,
+) -> Result<(ResNet, LoadReport), ImportError> {
     let carp = backbone_to_carp_names(backbone);
-    load_into(net, &carp, torchvision_name)
+    load_into(net, &carp, path, torchvision_name)
 }
 
-/// Loads a PyTorch-named CARP head ([`Imported::head`]) into `head`.
-pub fn apply_head(
-    head: CarpHead,
-    tensors: &BTreeMap<String, HostTensor>,
-) -> Result<(CarpHead, LoadReport), IoError> {
-    let carp = head_to_carp_names(tensors).map_err(|reason| IoError::Layout {
-        path: "<head>".into(),
-        reason,
-    })?;
-    load_into(head, &carp, |k| k.to_string())
+impl Imported {
+    /// The ResNet the backbone tensors describe.
+    pub fn resnet(&self) -> Result<ResNetConfig, ImportError> {
+        infer_resnet(&self.backbone).map_err(|e| {
+            ImportError::layout(
+                &self.path,
+                format!(
+                    "the {} layout gives no ResNet backbone ({e}); is it the right format?",
+                    self.format
+                ),
+            )
+        })
+    }
+
+    /// The CARP head configuration, for layouts that carry a head.
+    pub fn head_config(&self) -> Result<Option<CarpHeadConfig>, ImportError> {
+        self.head
+            .as_ref()
+            .map(|h| {
+                infer_head(h).map_err(|source| ImportError::Layout {
+                    path: self.path.clone(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Loads the head ([`Imported::head`], PyTorch names) into `head`.
+    ///
+    /// # Errors
+    /// [`ImportError::Layout`] when this layout has no CARP head or carp's head cannot hold it.
+    pub fn apply_head(&self, head: CarpHead) -> Result<(CarpHead, LoadReport), ImportError> {
+        let layout = |source| ImportError::Layout {
+            path: self.path.clone(),
+            source,
+        };
+        let tensors = self.head.as_ref().ok_or_else(|| {
+            layout(LayoutError(format!(
+                "the {} checkpoint has no CARP head",
+                self.format
+            )))
+        })?;
+        let carp = head_to_carp_names(tensors).map_err(layout)?;
+        load_into(head, &carp, &self.path, |k| k.to_string())
+    }
 }
 
 /// Builds the ResNet the imported weights describe and loads them into it.
 pub fn build_backbone(
     imported: &Imported,
     device: &Device,
-) -> Result<(ResNet, ResNetConfig, LoadReport), IoError> {
-    let cfg = infer_resnet(&imported.backbone)?;
+) -> Result<(ResNet, ResNetConfig, LoadReport), ImportError> {
+    let cfg = imported.resnet()?;
     let net = cfg.init(device, 0);
-    let (net, report) = apply_backbone(net, &imported.backbone)?;
+    let (net, report) = apply_backbone(net, &imported.backbone, &imported.path)?;
     Ok((net, cfg, report))
 }
 
@@ -991,7 +1031,7 @@ mod tests {
             "DeepCluster_v2".parse::<Format>().unwrap(),
             Format::DeepClusterV2
         );
-        let err = "simclr".parse::<Format>().unwrap_err();
+        let err = "simclr".parse::<Format>().unwrap_err().to_string();
         assert!(err.contains("simclr") && err.contains("vicreg"), "{err}");
     }
 
@@ -1052,7 +1092,7 @@ mod tests {
         );
         let mut free = torch.clone();
         free.get_mut("last_layer.weight_g").unwrap().values[3] = 0.5;
-        let err = head_to_carp_names(&free).unwrap_err();
+        let err = head_to_carp_names(&free).unwrap_err().to_string();
         assert!(err.contains("weight_g") && err.contains("0.5"), "{err}");
     }
 
@@ -1081,15 +1121,25 @@ mod tests {
         let mut tv = backbone_from_carp_names(&params::collect(&net, ""));
         tv.remove("layer4.1.bn2.running_var");
         tv.insert("extra.weight".into(), t(&[1]));
-        let (net, report) = apply_backbone(net, &tv).unwrap();
+        let file = Path::new("weights.pth");
+        let (net, report) = apply_backbone(net, &tv, file).unwrap();
         assert_eq!(report.missing, vec!["layer4.1.bn2.running_var"]);
         assert_eq!(report.unexpected, vec!["extra.weight"]);
         tv.insert("layer1.0.conv1.weight".into(), t(&[2, 2, 1, 1]));
-        let err = apply_backbone(net, &tv).unwrap_err();
+        let err = apply_backbone(net, &tv, file).unwrap_err();
         assert!(
-            matches!(&err, IoError::Shape { key, .. } if key == "layer1.0.conv1.weight"),
+            matches!(
+                &err,
+                ImportError::File(CheckpointError::Shape { key, .. })
+                    if key == "layer1.0.conv1.weight"
+            ),
             "{err}"
         );
-        assert!(err.to_string().contains("[2, 2, 3, 3]"), "{err}");
+        // The error names the file and the tensor, and both shapes.
+        let msg = err.to_string();
+        assert!(
+            msg.contains("[2, 2, 3, 3]") && msg.starts_with("weights.pth: "),
+            "{msg}"
+        );
     }
 }

@@ -10,7 +10,7 @@
 //! every tensor into f32 ([`HostTensor`]) and surfaces the plain values next to the weights
 //! (`epoch`, scaler state, ...) as metadata.
 
-use crate::error::IoError;
+use crate::error::ImportError;
 use crate::params::HostTensor;
 use pytorch_reader::{DType, PickleValue, PytorchReader};
 use std::collections::{BTreeMap, BTreeSet};
@@ -211,11 +211,8 @@ impl PthIndex {
     }
 
     /// Reads the tensors whose name `keep` accepts, as f32.
-    pub fn read(self, keep: impl Fn(&str) -> bool) -> Result<PthFile, IoError> {
-        let format = |reason: String| IoError::Format {
-            path: self.path.clone(),
-            reason,
-        };
+    pub fn read(self, keep: impl Fn(&str) -> bool) -> Result<PthFile, ImportError> {
+        let format = |reason: String| ImportError::format(&self.path, reason);
         let container = format!("{:?}", self.reader.metadata().format_type);
         let mut tensors = BTreeMap::new();
         let mut dtypes = BTreeMap::new();
@@ -248,20 +245,14 @@ impl PthIndex {
 
 /// Opens a PyTorch checkpoint without reading tensor bytes.
 ///
-/// Errors: [`IoError::Format`] for a file that is not a (complete) PyTorch checkpoint,
-/// [`IoError::UnsafeGlobal`] for a pickle naming a callable outside tensor rebuilding and
+/// Errors: [`CheckpointError::Format`](crate::CheckpointError::Format) for a file that is not a (complete) PyTorch checkpoint,
+/// [`ImportError::UnsafeGlobal`] for a pickle naming a callable outside tensor rebuilding and
 /// plain data. Nothing in the file is ever executed.
-pub fn open_pth(path: &Path) -> Result<PthIndex, IoError> {
+pub fn open_pth(path: &Path) -> Result<PthIndex, ImportError> {
     if let Err(source) = std::fs::metadata(path) {
-        return Err(IoError::Io {
-            path: path.to_path_buf(),
-            source,
-        });
+        return Err(ImportError::io(path, source));
     }
-    let format = |reason: String| IoError::Format {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let format = |reason: String| ImportError::format(path, reason);
     // The plain view first: it names every callable the pickle refers to, so a hostile file
     // is refused before any tensor is touched.
     let plain = PytorchReader::read_pickle_data(path, None).map_err(|e| format(e.to_string()))?;
@@ -269,7 +260,7 @@ pub fn open_pth(path: &Path) -> Result<PthIndex, IoError> {
     let mut bad = None;
     walk(&plain, &mut Vec::new(), &mut metadata, &mut bad);
     if let Some(global) = bad {
-        return Err(IoError::UnsafeGlobal {
+        return Err(ImportError::UnsafeGlobal {
             path: path.to_path_buf(),
             global,
         });
@@ -287,7 +278,7 @@ pub fn open_pth(path: &Path) -> Result<PthIndex, IoError> {
 }
 
 /// Reads every tensor and plain value of a PyTorch checkpoint (see [`open_pth`]).
-pub fn read_pth(path: &Path) -> Result<PthFile, IoError> {
+pub fn read_pth(path: &Path) -> Result<PthFile, ImportError> {
     open_pth(path)?.read(|_| true)
 }
 

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use carp_io::export::{self, Names};
 use carp_io::keymap::{self, Format, Imported};
-use carp_io::IoError;
+use carp_io::{CheckpointError, ImportError};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -108,7 +108,7 @@ fn carp_release_zip_reproduces_pytorch_features_and_head() {
         (32, 16, 8, 20, 3, true)
     );
     let device = Device::flex();
-    let (head, report) = keymap::apply_head(cfg.init(&device, 9), head).unwrap();
+    let (head, report) = imported.apply_head(cfg.init(&device, 9)).unwrap();
     assert!(report.is_exact(), "{report}");
     let x = Tensor::<2>::from_data(
         TensorData::new(floats(&exp["carp"]["features"]), [3, 32]),
@@ -209,7 +209,7 @@ fn hostile_pickles_are_refused_without_running_anything() {
     ] {
         let err = keymap::import_backbone(&fixture(file), None, None).unwrap_err();
         assert!(
-            matches!(&err, IoError::UnsafeGlobal { global: g, .. } if g == global),
+            matches!(&err, ImportError::UnsafeGlobal { global: g, .. } if g == global),
             "{file}: {err}"
         );
         let msg = err.to_string();
@@ -222,11 +222,17 @@ fn hostile_pickles_are_refused_without_running_anything() {
 fn truncated_and_foreign_files_are_format_errors_naming_the_file() {
     for file in ["truncated.pth", "not_a_checkpoint.pth"] {
         let err = keymap::import_backbone(&fixture(file), None, None).unwrap_err();
-        assert!(matches!(err, IoError::Format { .. }), "{file}: {err}");
+        assert!(
+            matches!(err, ImportError::File(CheckpointError::Format { .. })),
+            "{file}: {err}"
+        );
         assert!(err.to_string().contains(file), "{err}");
     }
     let err = keymap::import_backbone(&fixture("absent.pth"), None, None).unwrap_err();
-    assert!(matches!(err, IoError::Io { .. }), "{err}");
+    assert!(
+        matches!(err, ImportError::File(CheckpointError::Io { .. })),
+        "{err}"
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ use carp_core::lars::Lars;
 use carp_core::model::StudentTeacher;
 use carp_core::partition::Partition;
 use carp_core::step::{apply_update, forward_backward, EmaOrder, StepSchedule, StepViews};
-use carp_train::pretrain::partition_rng;
+use carp_data::seed::partition_rng;
 use carp_train::Config;
 use std::time::Instant;
 
@@ -85,7 +85,7 @@ fn main() {
     }
     let views = StepViews {
         groups,
-        global_group: 0,
+        global_groups: 1,
         batch: b,
     };
     let mut model = StudentTeacher::new(&cfg.model_config(), &device, 0);
@@ -109,10 +109,11 @@ fn main() {
             &mut partition_rng(0, it),
         );
         let t0 = Instant::now();
-        let (losses, grads) = forward_backward(&model, &views, &part, 1.0);
+        let out = forward_backward(&model, &views, &part, 1.0);
         let t1 = Instant::now();
         sample(&mut peak_device);
-        model = apply_update(model, &mut lars, grads, schedule, EmaOrder::BeforeStep);
+        let losses = out.losses;
+        model = apply_update(model, &mut lars, out.grads, schedule, EmaOrder::BeforeStep);
         device.sync().expect("sync");
         sample(&mut peak_device);
         fb += (t1 - t0).as_secs_f64();

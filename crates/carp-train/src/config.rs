@@ -320,12 +320,43 @@ impl Config {
 
     /// Layers a TOML file over this configuration: keys present in the file replace ours.
     pub fn merge_toml(&self, text: &str, origin: &str) -> Result<Self, TrainError> {
+        let over: toml::Table = toml::from_str(text).map_err(|e| TrainError::Config {
+            key: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        self.merge_table(over, origin)
+    }
+
+    /// Sets dotted keys (`optim.base_lr`) to values over this configuration; `origin` names
+    /// where they came from in errors.
+    pub fn with_values(
+        &self,
+        values: &[(&str, toml::Value)],
+        origin: &str,
+    ) -> Result<Self, TrainError> {
+        let mut over = toml::Table::new();
+        for (key, value) in values {
+            let (sections, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+            let mut table = &mut over;
+            for part in sections.split('.').filter(|p| !p.is_empty()) {
+                table = table
+                    .entry(part)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .expect("sections are tables");
+            }
+            table.insert(leaf.to_string(), value.clone());
+        }
+        self.merge_table(over, origin)
+    }
+
+    /// Layers the keys of `over` on this configuration.
+    fn merge_table(&self, over: toml::Table, origin: &str) -> Result<Self, TrainError> {
         let err = |e: String| TrainError::Config {
             key: origin.to_string(),
             message: e,
         };
         let mut base = toml::Table::try_from(self).map_err(|e| err(e.to_string()))?;
-        let over: toml::Table = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         merge(&mut base, over);
         base.try_into()
             .map_err(|e: toml::de::Error| err(e.to_string()))
@@ -484,6 +515,16 @@ impl Config {
         Ok(())
     }
 
+    /// This configuration, validated ([`Config::validate`]), with `run.out` fixed (see
+    /// [`Config::out_dir`]) and its run directory created and writable: what a run needs
+    /// before any work starts.
+    pub fn resolve(mut self) -> Result<ValidConfig, TrainError> {
+        self.validate()?;
+        self.run.out = self.out_dir().display().to_string();
+        self.check_run_dir()?;
+        Ok(ValidConfig(self))
+    }
+
     /// Checks that the run directory can be created and written, before any work starts.
     pub fn check_run_dir(&self) -> Result<(), TrainError> {
         let dir = self.out_dir();
@@ -532,6 +573,18 @@ impl Config {
     }
 }
 
+/// A [`Config`] that passed [`Config::resolve`]: valid, with its run directory fixed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidConfig(Config);
+
+impl std::ops::Deref for ValidConfig {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
@@ -565,6 +618,25 @@ mod tests {
         assert_eq!(c.views.local_views, 6);
         assert_eq!(c.optim.momentum_teacher, 0.99);
         assert_eq!(c.model_config().backbone.output_dim(), 2048);
+    }
+
+    /// A preset lists only the keys whose value differs from the default (so a default is
+    /// changed in one place), and every key it lists exists.
+    #[test]
+    fn presets_list_only_differences_from_the_defaults() {
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for name in PRESETS {
+            let preset: toml::Table = toml::from_str(preset_text(name).unwrap()).unwrap();
+            for (section, keys) in &preset {
+                for (key, value) in keys.as_table().unwrap() {
+                    let default = &defaults[section][key.as_str()];
+                    assert_ne!(
+                        value, default,
+                        "preset {name}: {section}.{key} repeats the default"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::config::{Config, DataConfig, ViewsConfig};
 use crate::error::TrainError;
-use carp_data::{DataError, DataSource, Dataset, MultiCropRecipe, SyntheticShapes};
+use carp_data::{DataError, DataSource, Dataset, EvalTransform, MultiCropRecipe, SyntheticShapes};
 use std::sync::Arc;
 
 /// The data sets of a run.
@@ -102,15 +102,10 @@ pub fn recipe(views: &ViewsConfig) -> MultiCropRecipe {
     recipe
 }
 
-/// Resize and centre-crop sizes of the evaluation transform (spec §6): identity for small
-/// images, short side `global·256/224` then a `global` crop for larger ones.
-pub fn eval_sizes(cfg: &Config) -> (Option<u32>, Option<u32>) {
-    let g = cfg.views.global_size;
-    if g <= 64 {
-        (None, Some(g))
-    } else {
-        (Some(g * 256 / 224), Some(g))
-    }
+/// The evaluation transform of the run's backbone (spec §6; the policy of
+/// [`EvalTransform::for_backbone`], with the run's global crop size).
+pub fn eval_transform(cfg: &Config) -> EvalTransform {
+    EvalTransform::for_backbone(cfg.model.small_stem, Some(cfg.views.global_size))
 }
 
 #[cfg(test)]

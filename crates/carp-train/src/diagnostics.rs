@@ -1,7 +1,8 @@
 //! Collapse and health diagnostics of a logged step, and the collapse detector.
 //!
-//! Every signal is a pure function of host buffers ([`StepProbe`]) so it can be checked by
-//! hand. What each one means and what to do about it is in the README ("Watching a run").
+//! [`StepProbe::read`] copies what the signals need from a step's detached outputs to the
+//! host (on logged steps only); every signal is then a pure function of those host buffers,
+//! so it can be checked by hand. What each one means and what to do about it is in the README ("Watching a run").
 //!
 //! | signal | healthy | collapsed |
 //! |---|---|---|
@@ -12,8 +13,95 @@
 //! | `agreement_top1` / `top5` (student vs teacher, block 0) | rises with training | 1 while collapsed |
 
 use crate::config::MonitorConfig;
-use carp_core::step::StepProbe;
+use burn::tensor::Tensor;
+use carp_core::partition::{block_softmax, Partition};
+use carp_core::step::StepOutput;
 use serde::Serialize;
+
+/// Host copies of what the health diagnostics need (collapse signals, argmax histograms),
+/// read back from a step's detached outputs.
+///
+/// All buffers are row-major. Rows are view-major like the logits: S student views
+/// (the T global views first), T teacher views, B images each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepProbe {
+    /// Number of blocks P of the step's partition.
+    pub blocks: usize,
+    /// Block size N.
+    pub block_size: usize,
+    /// Images per view, B.
+    pub batch: usize,
+    /// Student views S.
+    pub student_views: usize,
+    /// Teacher (global) views T.
+    pub teacher_views: usize,
+    /// Index (0..N) of the largest probability of each block for each student row, `[P, S * B]`.
+    pub student_argmax: Vec<u32>,
+    /// The same for the teacher rows, `[P, T * B]`.
+    pub teacher_argmax: Vec<u32>,
+    /// Student probabilities on block 0 (the first N prototypes of the permutation), `[S * B, N]`.
+    pub student_block0: Vec<f32>,
+    /// The teacher's bottleneck vectors (not normalised) on the global views, `[T * B, D]`.
+    pub teacher_bottleneck: Vec<f32>,
+    /// Bottleneck width D.
+    pub bottleneck_dim: usize,
+}
+
+impl StepProbe {
+    /// Reads the probe of a step (`batch` images per view) from its outputs and partition.
+    pub fn read(out: &StepOutput, partition: &Partition, batch: usize) -> Self {
+        let [s_rows, _] = out.student_logits.dims();
+        let [t_rows, d] = out.teacher_bottleneck.dims();
+        let n = partition.block_size;
+        let block0 = Partition {
+            indices: partition.indices[..n].to_vec(),
+            block_size: n,
+            num_prototypes: partition.num_prototypes,
+        };
+        let student_block0 =
+            block_softmax(out.student_logits.clone(), &block0).reshape([s_rows, n]);
+        Self {
+            blocks: partition.num_blocks(),
+            block_size: n,
+            batch,
+            student_views: s_rows / batch,
+            teacher_views: t_rows / batch,
+            student_argmax: block_argmax(out.student_logits.clone(), partition),
+            teacher_argmax: block_argmax(out.teacher_logits.clone(), partition),
+            student_block0: host(student_block0),
+            teacher_bottleneck: host(out.teacher_bottleneck.clone()),
+            bottleneck_dim: d,
+        }
+    }
+}
+
+/// Index of the largest logit within each block, `[P, rows]` row-major.
+fn block_argmax(logits: Tensor<2>, partition: &Partition) -> Vec<u32> {
+    let [rows, _] = logits.dims();
+    let (p, n) = (partition.num_blocks(), partition.block_size);
+    let index = partition.index_tensor(&logits.device());
+    // [rows, P, N] -> argmax over N -> [P, rows]
+    let arg = logits
+        .select(1, index)
+        .reshape([rows, p, n])
+        .argmax(2)
+        .reshape([rows, p])
+        .transpose();
+    arg.into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("argmax is an integer tensor")
+        .into_iter()
+        .map(|i| i as u32)
+        .collect()
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("float tensor")
+}
 
 /// The health signals of one logged step.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -367,6 +455,48 @@ mod tests {
         let good = diagnose(&probe(), 0.01);
         let s = det.check(10, &good);
         assert!(!s.collapsed && s.signals.is_empty(), "{:?}", s.signals);
+    }
+
+    /// The probe agrees with the logits it was read from: argmax per block, block-0 softmax
+    /// rows that sum to 1 and pick the same prototype, and the documented shapes.
+    #[test]
+    fn probe_reads_the_step_outputs() {
+        use burn::optim::GradientsParams;
+        use burn::tensor::{Device, Distribution};
+        use carp_core::step::StepLosses;
+        use rand::SeedableRng;
+        let device = Device::flex();
+        let (b, k, d) = (4, 16, 3);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let out = StepOutput {
+            losses: StepLosses {
+                total: 0.0,
+                consistency: 0.0,
+                entropy: 0.0,
+            },
+            grads: GradientsParams::new(),
+            student_logits: Tensor::random([4 * b, k], normal, &device),
+            teacher_logits: Tensor::random([2 * b, k], normal, &device),
+            teacher_bottleneck: Tensor::random([2 * b, d], normal, &device),
+        };
+        let part = Partition::random(k, 4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        let probe = StepProbe::read(&out, &part, b);
+        assert_eq!((probe.blocks, probe.block_size, probe.batch), (4, 4, b));
+        assert_eq!((probe.student_views, probe.teacher_views), (4, 2));
+        assert_eq!(probe.student_argmax.len(), 4 * 4 * b);
+        assert_eq!(probe.teacher_argmax.len(), 4 * 2 * b);
+        assert_eq!(probe.teacher_bottleneck.len(), 2 * b * d);
+        let logits = host(out.student_logits.clone());
+        for (r, row) in probe.student_block0.chunks(4).enumerate() {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            let best = (0..4)
+                .max_by(|&i, &j| row[i].partial_cmp(&row[j]).unwrap())
+                .unwrap();
+            assert_eq!(probe.student_argmax[r] as usize, best, "row {r}");
+            // ... and that prototype has the largest logit of block 0 on the host too.
+            let z = |c: usize| logits[r * k + part.indices[c]];
+            assert!((0..4).all(|c| z(c) <= z(best)), "row {r}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::error::TrainError;
 use crate::eval::{features, subsample};
 use burn::tensor::Device;
 use carp_core::resnet::ResNet;
-use carp_data::{Dataset, ImageFolder, SyntheticShapes};
+use carp_data::{Dataset, EvalTransform, ImageFolder, SyntheticShapes};
 use carp_eval::Features;
 use npyz::WriterBuilder;
 use safetensors::tensor::{Dtype, TensorView};
@@ -127,10 +127,8 @@ impl Embedding {
 /// Settings of [`embed`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct EmbedOptions {
-    /// Short side after resizing (`None`: no resize).
-    pub resize: Option<u32>,
-    /// Centre-crop side (`None`: no crop).
-    pub crop: Option<u32>,
+    /// The evaluation transform.
+    pub transform: EvalTransform,
     /// Images per forward pass.
     pub batch: usize,
     /// Evenly spaced subset of at most this many images (0: all).
@@ -142,8 +140,10 @@ pub struct EmbedOptions {
 impl Default for EmbedOptions {
     fn default() -> Self {
         Self {
-            resize: None,
-            crop: None,
+            transform: EvalTransform {
+                resize: None,
+                crop: None,
+            },
             batch: 256,
             max_images: 0,
             progress: false,
@@ -181,7 +181,7 @@ pub fn embed(
             backbone,
             data.dataset.as_ref(),
             chunk,
-            (opts.resize, opts.crop),
+            opts.transform,
             device,
             batch,
         )?;

@@ -19,9 +19,10 @@ pub enum TrainError {
     /// A checkpoint could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] carp_io::CheckpointError),
-    /// Weights from another tool (PyTorch `.pth`, torchvision safetensors) could not be imported.
+    /// Weights for evaluation (a carp checkpoint, a PyTorch `.pth`, torchvision safetensors)
+    /// could not be loaded.
     #[error(transparent)]
-    Import(#[from] carp_io::IoError),
+    Import(#[from] carp_io::ImportError),
     /// A checkpoint does not fit the configured model.
     #[error("{path}: checkpoint does not match the model: {message}")]
     Resume {

@@ -1,11 +1,20 @@
-//! Backbone features over a data set and the weighted k-NN of spec §6.
+//! Backbone features over a data set and the weighted k-NN of spec §6, during and at the
+//! end of a run.
 
+use crate::config::Config;
+use crate::data::RunData;
 use crate::error::TrainError;
 use burn::tensor::{Device, Tensor, TensorData};
 use carp_core::resnet::ResNet;
-use carp_data::{eval_view, Dataset};
+use carp_data::{Dataset, EvalTransform};
 use carp_eval::{weighted_knn, Features, KnnConfig, KnnResult};
 use rayon::prelude::*;
+use serde::Serialize;
+use std::path::Path;
+use tracing::info;
+
+/// File of the k-NN points taken during training (`run.eval_every_epochs`).
+pub const KNN_LOG: &str = "knn.jsonl";
 
 /// Evenly spaced indices, at most `max` of them (all when `max` is 0 or larger than `len`).
 pub fn subsample(len: usize, max: usize) -> Vec<usize> {
@@ -53,7 +62,7 @@ pub fn features(
     backbone: &ResNet,
     dataset: &dyn Dataset,
     indices: &[usize],
-    sizes: (Option<u32>, Option<u32>),
+    transform: EvalTransform,
     device: &Device,
     batch: usize,
 ) -> Result<(Features, Vec<Option<usize>>), TrainError> {
@@ -61,7 +70,7 @@ pub fn features(
     let mut labels = Vec::with_capacity(indices.len());
     let mut dim = 0;
     for chunk in indices.chunks(batch.max(1)) {
-        let view = |i| dataset.get(i).map(|img| eval_view(&img, sizes.0, sizes.1));
+        let view = |i| dataset.get(i).map(|img| transform.apply(&img));
         let (out, d) = forward_batch(backbone, chunk, view, device)?;
         dim = d;
         data.extend(out);
@@ -77,15 +86,15 @@ pub fn knn_eval(
     backbone: &ResNet,
     bank: &dyn Dataset,
     test: &dyn Dataset,
-    sizes: (Option<u32>, Option<u32>),
+    transform: EvalTransform,
     max_images: usize,
     device: &Device,
 ) -> Result<Vec<KnnResult>, TrainError> {
     let classes = bank.num_classes().max(test.num_classes());
     let bank_idx = subsample(bank.len(), max_images);
     let test_idx = subsample(test.len(), max_images);
-    let (bank_f, bank_l) = features(backbone, bank, &bank_idx, sizes, device, 256)?;
-    let (test_f, test_l) = features(backbone, test, &test_idx, sizes, device, 256)?;
+    let (bank_f, bank_l) = features(backbone, bank, &bank_idx, transform, device, 256)?;
+    let (test_f, test_l) = features(backbone, test, &test_idx, transform, device, 256)?;
     let unlabelled = || TrainError::Config {
         key: "data.eval".into(),
         message: "k-NN evaluation needs labelled images (class sub-folders)".into(),
@@ -98,17 +107,114 @@ pub fn knn_eval(
         .into_iter()
         .map(|l| l.ok_or_else(unlabelled))
         .collect::<Result<_, _>>()?;
-    let ks: Vec<usize> = [10, 20, 100, 200]
-        .into_iter()
-        .filter(|&k| k <= bank_idx.len())
-        .collect();
-    let cfg = KnnConfig {
-        ks,
-        ..KnnConfig::default()
-    };
+    let mut cfg = KnnConfig::default();
+    cfg.ks.retain(|&k| k <= bank_idx.len());
     Ok(weighted_knn(
         &bank_f, &bank_l, &test_f, &test_l, classes, &cfg,
     )?)
+}
+
+/// The training crop size recorded in one of carp's own checkpoints (`views.global_size` of
+/// its run configuration), `None` for other files.
+pub fn train_crop(imported: &carp_io::keymap::Imported) -> Option<u32> {
+    let meta = carp_io::backbone::carp_metadata(imported)?;
+    let cfg = Config::from_toml(meta["config"].as_str()?, "checkpoint config").ok()?;
+    Some(cfg.views.global_size)
+}
+
+/// k-NN of the trained teacher backbone next to the same architecture at initialisation.
+#[derive(Clone, Debug, Serialize)]
+pub struct KnnSummary {
+    /// Top-1 (%) of the trained teacher at the reported k ([`carp_eval::knn::headline`]).
+    pub trained_top1: f64,
+    /// Top-1 (%) of the randomly initialised backbone at the same k.
+    pub init_top1: f64,
+    /// The k of the two numbers above.
+    pub k: usize,
+    /// All k of the trained teacher.
+    pub trained: Vec<KnnResult>,
+    /// All k at initialisation.
+    pub init: Vec<KnnResult>,
+}
+
+/// Weighted k-NN (spec §6) of `backbone` on the run's labelled evaluation data, with the
+/// run's evaluation transform; `None` without such data.
+pub fn teacher_knn(
+    cfg: &Config,
+    data: &RunData,
+    backbone: &ResNet,
+    device: &Device,
+) -> Result<Option<Vec<KnnResult>>, TrainError> {
+    let (Some(bank), Some(test)) = (&data.eval_train, &data.eval_test) else {
+        return Ok(None);
+    };
+    let transform = crate::data::eval_transform(cfg);
+    let results = knn_eval(
+        backbone,
+        bank.as_ref(),
+        test.as_ref(),
+        transform,
+        cfg.data.eval_max_images,
+        device,
+    )?;
+    Ok(Some(results))
+}
+
+/// The end-of-run evaluation: the trained teacher backbone's k-NN next to the same
+/// architecture at initialisation; `None` without labelled evaluation data.
+pub fn knn_summary(
+    cfg: &Config,
+    data: &RunData,
+    teacher: &ResNet,
+    device: &Device,
+) -> Result<Option<KnnSummary>, TrainError> {
+    let Some(trained) = teacher_knn(cfg, data, teacher, device)? else {
+        info!("no labelled evaluation data: k-NN skipped");
+        return Ok(None);
+    };
+    let init_backbone = cfg.model_config().backbone.init(device, cfg.run.seed);
+    let init = teacher_knn(cfg, data, &init_backbone, device)?.unwrap_or_default();
+    let head = carp_eval::knn::headline;
+    let (Some(t), Some(i)) = (head(&trained).copied(), head(&init).copied()) else {
+        return Ok(None);
+    };
+    info!(k = t.k, trained_top1 = t.top1, init_top1 = i.top1, "k-NN");
+    Ok(Some(KnnSummary {
+        trained_top1: t.top1,
+        init_top1: i.top1,
+        k: t.k,
+        trained,
+        init,
+    }))
+}
+
+/// Appends one line `{epoch, step, k, top1, top5}` (the [`carp_eval::knn::headline`] k)
+/// to [`KNN_LOG`] in `out`.
+pub fn log_knn_point(
+    out: &Path,
+    epoch: usize,
+    step: usize,
+    results: &[KnnResult],
+) -> Result<(), TrainError> {
+    use std::io::Write;
+    let Some(r) = carp_eval::knn::headline(results) else {
+        return Ok(());
+    };
+    info!(epoch, step, k = r.k, top1 = r.top1, "k-NN during training");
+    let path = out.join(KNN_LOG);
+    let line = serde_json::json!({
+        "epoch": epoch, "step": step, "k": r.k, "top1": r.top1, "top5": r.top5,
+    });
+    let io = |source| TrainError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io)?;
+    writeln!(file, "{line}").map_err(io)
 }
 
 #[cfg(test)]

@@ -1,13 +1,19 @@
 //! # carp-train: a CARP pretraining run
 //!
-//! Configuration ([`config::Config`], presets `tiny`, `cifar`, `imagenet`), the run directory,
-//! the training loop with exact resume ([`pretrain::pretrain`]), metrics and the k-NN
-//! evaluation at the end; backbone weights for evaluation ([`weights::load_backbone`]) and
-//! feature extraction to `.npy`/`.safetensors` ([`embed`]).
+//! - [`config`]: the run's configuration ([`config::Config`], presets `tiny`, `cifar`,
+//!   `imagenet`), validated once by [`config::Config::resolve`].
+//! - [`pretrain`]: a run from start (or resume) to summary ([`pretrain::pretrain`]);
+//!   [`trainer::Trainer`] holds its parts: [`trainer::Trainer::step`] reads like the
+//!   release's `train_one_epoch` (partition, forward/backward, finite check, accumulate or
+//!   update), and logging, checkpoints, evaluation and epoch ends are one method each.
+//! - [`schedules`] (spec §5), [`state`] (what a checkpoint holds, exact resume), [`data`]
+//!   (the run's data sets and views), [`eval`] (k-NN during and after a run), [`embed`]
+//!   (features to `.npy` / `.safetensors`).
 //!
-//! Watching a run: [`diagnostics`] (collapse signals and detector), [`tensorboard`] (event
-//! files), [`progress`] (events for a progress bar), [`signals`] (graceful stop),
-//! [`report`] (plots and a Markdown summary).
+//! Watching a run: [`monitor`] (metrics lines, TensorBoard, the collapse detector),
+//! [`diagnostics`] (collapse signals), [`tensorboard`] (event files), [`progress`] (events
+//! for a progress bar), [`signals`] (graceful stop), [`report`] (plots and a Markdown
+//! summary). Weights for evaluation are loaded by `carp_io::backbone`.
 //!
 //! ```no_run
 //! use carp_train::{config::Config, pretrain::pretrain};
@@ -31,13 +37,15 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod metrics;
+pub mod monitor;
 pub mod pretrain;
 pub mod progress;
 pub mod report;
+pub mod schedules;
 pub mod signals;
 pub mod state;
 pub mod tensorboard;
-pub mod weights;
+pub mod trainer;
 
 pub use config::Config;
 pub use error::TrainError;

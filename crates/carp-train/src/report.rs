@@ -4,6 +4,7 @@
 //! Plots are drawn with `plotters`' bitmap backend; text uses DejaVu Sans compiled into the
 //! binary (`assets/`, Bitstream Vera licence), so no system fonts or fontconfig are needed.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 use serde_json::Value;
@@ -150,14 +151,7 @@ fn line_chart(
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))
+    finish(&mut chart, &root, &err)
 }
 
 /// k-NN top-1 against k, trained teacher next to the initial backbone.
@@ -204,6 +198,15 @@ fn knn_chart(path: &Path, knn: &Value) -> Result<(), ReportError> {
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
             .map_err(|e| err(e.to_string()))?;
     }
+    finish(&mut chart, &root, &err)
+}
+
+/// Draws the legend of `chart` and writes the image.
+fn finish<'a>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    root: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+    err: &impl Fn(String) -> ReportError,
+) -> Result<(), ReportError> {
     chart
         .configure_series_labels()
         .label_font(("sans-serif", 14))

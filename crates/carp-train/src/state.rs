@@ -10,13 +10,12 @@ use crate::error::TrainError;
 use burn::tensor::{Device, Tensor, TensorData};
 use carp_core::lars::Lars;
 use carp_core::model::StudentTeacher;
+use carp_io::checkpoint::{CarpFile, RUN_FORMAT};
 use carp_io::params::{self, ApplyIssue, HostTensor};
-use carp_io::Checkpoint;
+use carp_io::{Checkpoint, CheckpointError};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Format tag stored in the metadata.
-pub const FORMAT: &str = "carp-checkpoint";
 /// Version of the checkpoint layout.
 pub const VERSION: u64 = 1;
 const MOMENTUM: &str = "optim.momentum.";
@@ -38,7 +37,7 @@ pub fn snapshot(
         );
     }
     let meta = serde_json::json!({
-        "format": FORMAT,
+        "format": RUN_FORMAT,
         "version": VERSION,
         "next_step": next_step,
         "epoch": epoch,
@@ -64,9 +63,9 @@ pub fn restore(
         path: path.to_path_buf(),
         message,
     };
-    if ckpt.meta["format"] != FORMAT {
+    if !is_run_checkpoint(ckpt) {
         return Err(fail(format!(
-            "not a {FORMAT} (format {})",
+            "not a {RUN_FORMAT} (format {})",
             ckpt.meta["format"]
         )));
     }
@@ -75,27 +74,37 @@ pub fn restore(
         .ok_or_else(|| fail("no config in metadata".into()))?;
     let saved = Config::from_toml(saved, "checkpoint config")?;
     if saved.model != cfg.model {
-        return Err(fail(
-            "the model configuration differs from the checkpoint's".into(),
-        ));
+        return Err(fail(format!(
+            "the model configuration differs from the checkpoint's ({})",
+            model_differences(&saved, cfg).join(", ")
+        )));
     }
     let next_step = ckpt.meta["next_step"]
         .as_u64()
         .ok_or_else(|| fail("no next_step".into()))? as usize;
-    let StudentTeacher { student, teacher } = model;
+    let StudentTeacher {
+        student,
+        teacher,
+        group,
+    } = model;
     let (student, issues_s) = params::apply(student, &ckpt.tensors, "student.");
     let (teacher, issues_t) = params::apply(teacher, &ckpt.tensors, "teacher.");
-    if let Some(issue) = issues_s.iter().chain(&issues_t).next() {
-        return Err(fail(match issue {
-            ApplyIssue::Missing(key) => format!("missing tensor `{key}`"),
+    if let Some(issue) = issues_s.into_iter().chain(issues_t).next() {
+        let path = path.to_path_buf();
+        return Err(match issue {
+            ApplyIssue::Missing(key) => CheckpointError::Missing { path, key },
             ApplyIssue::Shape {
                 key,
                 expected,
                 found,
-            } => {
-                format!("`{key}` has shape {found:?}, the model expects {expected:?}")
-            }
-        }));
+            } => CheckpointError::Shape {
+                path,
+                key,
+                expected,
+                found,
+            },
+        }
+        .into());
     }
     let buffers: BTreeMap<String, Tensor<1>> = ckpt
         .tensors
@@ -110,7 +119,31 @@ pub fn restore(
         })
         .collect();
     lars.set_buffers(buffers);
-    Ok((StudentTeacher { student, teacher }, next_step))
+    Ok((
+        StudentTeacher {
+            student,
+            teacher,
+            group,
+        },
+        next_step,
+    ))
+}
+
+/// `model.KEY = saved -> configured` for each model setting that differs.
+fn model_differences(saved: &Config, cfg: &Config) -> Vec<String> {
+    let table = |c: &Config| toml::Table::try_from(&c.model).expect("model config serialises");
+    let (a, b) = (table(saved), table(cfg));
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, v)| {
+            let now = b.get(k).map_or("absent".to_string(), |x| x.to_string());
+            format!("model.{k} = {v} in the checkpoint, {now} configured")
+        })
+        .collect()
+}
+
+fn is_run_checkpoint(ckpt: &Checkpoint) -> bool {
+    CarpFile::detect(&ckpt.meta, ckpt.tensors.keys()) == Some(CarpFile::Run)
 }
 
 /// The checkpoints of a run directory, newest first: `checkpoint.safetensors`, then the kept
@@ -131,7 +164,7 @@ pub fn checkpoint_candidates(dir: &Path) -> Vec<std::path::PathBuf> {
         })
         .collect();
     kept.sort_by_key(|k| std::cmp::Reverse(k.0));
-    let latest = dir.join(crate::pretrain::CHECKPOINT);
+    let latest = dir.join(crate::trainer::CHECKPOINT);
     std::iter::once(latest)
         .filter(|p| p.exists())
         .chain(kept.into_iter().map(|(_, p)| p))
@@ -151,7 +184,7 @@ pub fn latest_checkpoint(dir: &Path) -> Option<(std::path::PathBuf, Checkpoint)>
     }
     for path in checkpoint_candidates(dir) {
         match carp_io::read_checkpoint(&path) {
-            Ok(ckpt) if ckpt.meta["format"] == FORMAT => return Some((path, ckpt)),
+            Ok(ckpt) if is_run_checkpoint(&ckpt) => return Some((path, ckpt)),
             Ok(_) => tracing::warn!(path = %path.display(), "not a carp checkpoint: skipped"),
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable checkpoint skipped (torn or truncated?)")

@@ -58,8 +58,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 imported.format
             )
         })?;
-        let head_cfg = keymap::infer_head(head)?;
-        let (_, report) = keymap::apply_head(head_cfg.init(&device, 0), head)?;
+        let head_cfg =
+            keymap::infer_head(head).with_context(|| format!("{}: head", args.input.display()))?;
+        let (_, report) = imported.apply_head(head_cfg.init(&device, 0))?;
         if !report.is_exact() {
             bail!(
                 "{}: head does not fit carp's head: {report}",

@@ -19,14 +19,17 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum DataCommand {
-    /// Download, MD5-check and unpack CIFAR-10, CIFAR-100 or STL-10 (binary versions).
+    /// Download, MD5-check and unpack CIFAR-10, CIFAR-100, STL-10 (binary versions), or the
+    /// DTD, Food-101 and Country211 transfer sets.
     Download(DownloadArgs),
 }
 
 /// Flags of `carp data download`.
 #[derive(clap::Args, Debug)]
 struct DownloadArgs {
-    /// Dataset: cifar10 (162 MB), cifar100 (161 MB) or stl10 (2.5 GB, 5.3 GB unpacked).
+    /// Dataset: cifar10 (162 MB), cifar100 (161 MB), stl10 (2.5 GB, 5.3 GB unpacked), dtd
+    /// (625 MB), food101 (5 GB) or country211 (11 GB). Flowers-102, Pets, GTSRB, FGVC-Aircraft
+    /// and Stanford Cars are not offered (several files, no published checksum, no stable URL).
     #[arg(value_parser = Archive::NAMES)]
     dataset: String,
     /// Folder to put the dataset in (created if needed); an interrupted download left
@@ -80,6 +83,17 @@ fn run_download(args: DownloadArgs) -> anyhow::Result<ExitCode> {
     let result = download(archive, &args.to, &options);
     bar.finish_and_clear();
     let done = result.with_context(|| format!("downloading {}", args.dataset))?;
+    if archive.transfer_set().is_some() {
+        println!(
+            "{} ready in {} ({} bytes fetched{}); evaluate with carp eval suite --data-root {}",
+            args.dataset,
+            done.folder.display(),
+            done.fetched,
+            if done.resumed { ", resumed" } else { "" },
+            args.to.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{} ready in {} ({} bytes fetched{}); train with --data {}",
         args.dataset,

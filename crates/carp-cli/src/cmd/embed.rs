@@ -5,10 +5,13 @@
 
 use anyhow::Context;
 use burn::tensor::Device;
-use carp_core::resnet::{ResNet, ResNetConfig};
+use carp_core::resnet::{Arch, ResNet, ResNetConfig};
+use carp_data::EvalTransform;
+use carp_io::backbone::{load_backbone, LoadOptions};
+use carp_io::keymap::build_backbone;
 use carp_train::device::parse_device;
 use carp_train::embed::{embed, open_eval_data, write_embedding, EmbedOptions, Embedding};
-use carp_train::weights::{build_backbone, load_backbone, parse_arch, LoadOptions};
+use carp_train::eval::train_crop;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -60,6 +63,8 @@ pub struct LoadedBackbone {
     pub origin: String,
     /// The device it lives on.
     pub device: Device,
+    /// Its evaluation transform ([`EvalTransform::for_backbone`]).
+    pub transform: EvalTransform,
 }
 
 impl BackboneArgs {
@@ -82,47 +87,57 @@ impl BackboneArgs {
             key: self.key.clone(),
             arch: self.arch.clone(),
         };
-        if self.random_init {
-            let config = match &self.checkpoint {
-                Some(path) => load_backbone(path, &opts)?.resnet,
-                None => {
-                    let arch = self
-                        .arch
-                        .as_deref()
-                        .context("--random-init without --checkpoint needs --arch")?;
-                    ResNetConfig {
-                        arch: parse_arch(arch)?,
-                        base_width: self.base_width,
-                        small_stem: self.small_stem,
-                        zero_init_residual: true,
-                    }
-                }
-            };
-            anyhow::ensure!(config.base_width > 0, "--base-width must be positive");
-            let backbone = config.init(&device, self.init_seed);
-            let origin = format!(
-                "random init {:?} (width {}, small stem {}, seed {})",
-                config.arch, config.base_width, config.small_stem, self.init_seed
-            )
-            .to_lowercase();
-            return Ok(LoadedBackbone {
-                backbone,
-                config,
-                origin,
-                device,
-            });
-        }
-        let path = self
-            .checkpoint
-            .as_ref()
-            .context("give --checkpoint PATH, or --random-init (with --arch) for a baseline")?;
-        let weights = load_backbone(path, &opts)?;
-        let backbone = build_backbone(&weights, &device)?;
+        let imported = match (&self.checkpoint, self.random_init) {
+            (Some(path), _) => Some(load_backbone(path, &opts).map_err(crate::flags::explain)?),
+            (None, true) => None,
+            (None, false) => anyhow::bail!(
+                "give --checkpoint PATH, or --random-init (with --arch) for a baseline"
+            ),
+        };
+        let train_crop = imported.as_ref().and_then(train_crop);
+        let (backbone, config, origin) = match &imported {
+            Some(imported) if !self.random_init => {
+                let (net, config, report) = build_backbone(imported, &device)?;
+                report.require_complete(&imported.path)?;
+                (net, config, imported.origin())
+            }
+            _ => {
+                let config = match &imported {
+                    Some(imported) => imported.resnet()?,
+                    None => self.random_init_config()?,
+                };
+                anyhow::ensure!(config.base_width > 0, "--base-width must be positive");
+                let origin = format!(
+                    "random init {:?} (width {}, small stem {}, seed {})",
+                    config.arch, config.base_width, config.small_stem, self.init_seed
+                )
+                .to_lowercase();
+                (config.init(&device, self.init_seed), config, origin)
+            }
+        };
         Ok(LoadedBackbone {
+            transform: EvalTransform::for_backbone(config.small_stem, train_crop),
             backbone,
-            config: weights.resnet,
-            origin: weights.origin,
+            config,
+            origin,
             device,
+        })
+    }
+
+    /// The architecture `--random-init` builds without a checkpoint.
+    fn random_init_config(&self) -> anyhow::Result<ResNetConfig> {
+        let arch = self
+            .arch
+            .as_deref()
+            .context("--random-init without --checkpoint needs --arch")?;
+        let arch = Arch::parse(arch).with_context(|| {
+            format!("--arch: unknown architecture `{arch}` (resnet18, resnet34, resnet50)")
+        })?;
+        Ok(ResNetConfig {
+            arch,
+            base_width: self.base_width,
+            small_stem: self.small_stem,
+            zero_init_residual: true,
         })
     }
 }
@@ -131,10 +146,11 @@ impl BackboneArgs {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct TransformArgs {
     /// Resize the short side to this many pixels (default: none for small-stem backbones,
-    /// 256 otherwise).
+    /// else crop x 256 / 224).
     #[arg(long)]
     pub resize: Option<u32>,
-    /// Centre-crop side (default: none for small-stem backbones, 224 otherwise).
+    /// Centre-crop side (default: the global view size a carp checkpoint was trained on,
+    /// else 32 for small-stem backbones and 224 for others).
     #[arg(long)]
     pub crop: Option<u32>,
     /// Images per forward pass.
@@ -149,31 +165,16 @@ pub struct TransformArgs {
 }
 
 impl TransformArgs {
-    /// Embedding options for a split capped at `max` images.
-    pub fn options(&self, config: &ResNetConfig, max: usize) -> EmbedOptions {
-        let (resize, crop) = match (self.resize, self.crop, config.small_stem) {
-            (None, None, true) => (None, None),
-            (None, None, false) => (Some(256), Some(224)),
-            (r, c, _) => (r, c),
-        };
+    /// Embedding options for `loaded` on a split capped at `max` images: its evaluation
+    /// transform with --resize / --crop replacing their side.
+    pub fn options(&self, loaded: &LoadedBackbone, max: usize) -> EmbedOptions {
         EmbedOptions {
-            resize,
-            crop,
+            transform: loaded.transform.with_overrides(self.resize, self.crop),
             batch: self.batch,
             max_images: max,
             progress: !crate::progress::is_quiet(),
         }
     }
-}
-
-/// Describes a transform for reports.
-pub fn transform_text(opts: &EmbedOptions) -> String {
-    let side = |v: Option<u32>| v.map_or("none".to_string(), |s| s.to_string());
-    format!(
-        "resize {} / centre crop {}",
-        side(opts.resize),
-        side(opts.crop)
-    )
 }
 
 /// Embeds the data set `spec` (`flag` names it in errors).
@@ -188,7 +189,7 @@ pub fn embed_split(
         "{flag} {spec}: {} images, {} classes ({})",
         data.dataset.len(),
         data.classes.len(),
-        transform_text(opts)
+        opts.transform
     );
     let start = std::time::Instant::now();
     let emb = embed(&loaded.backbone, &data, opts, &loaded.device)?;
@@ -264,12 +265,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| default_dir(&args.backbone, default_name));
     eprintln!("backbone: {}", loaded.origin);
     for (spec, name, flag, max) in splits {
-        let opts = args.transform.options(&loaded.config, max);
+        let opts = args.transform.options(&loaded, max);
         let emb = embed_split(&loaded, spec, flag, &opts)?;
         let meta = [
             ("origin", loaded.origin.clone()),
             ("data", spec.to_string()),
-            ("transform", transform_text(&opts)),
+            ("transform", opts.transform.to_string()),
         ];
         let files = write_embedding(&out, name, &emb, &meta)?;
         for f in files {

@@ -1,8 +1,9 @@
-//! `carp eval knn|linear|kmeans`: the spec §6 protocols on a backbone's features (computed from
+//! `carp eval knn|linear|kmeans` (and `fewshot|retrieval|copydays|suite`, in
+//! `eval_protocols.rs`): the spec §6 protocols on a backbone's features (computed from
 //! images, or read from `carp embed` output), printed as a table and written as JSON and
 //! Markdown into `<run or --out>/eval/`.
 
-use crate::cmd::embed::{default_dir, embed_split, transform_text, BackboneArgs, TransformArgs};
+use crate::cmd::embed::{default_dir, embed_split, BackboneArgs, TransformArgs};
 use anyhow::Context;
 use carp_eval::{
     kmeans_eval, linear_probe, linear_probe_with, weighted_knn, KmeansConfig, KmeansInit,
@@ -50,7 +51,7 @@ enum Protocol {
         #[command(flatten)]
         common: Common,
         /// Neighbour counts (k larger than the train set is an error).
-        #[arg(long, value_delimiter = ',', default_value = "10,20,100,200")]
+        #[arg(long, value_delimiter = ',', default_values_t = carp_eval::knn::SPEC_KS)]
         k: Vec<usize>,
         /// Vote temperature T.
         #[arg(long, default_value_t = 0.07)]
@@ -111,6 +112,16 @@ enum Protocol {
         #[arg(long)]
         no_standardize: bool,
     },
+    /// Few-shot Pascal VOC07: one-vs-rest linear SVMs on L2-normalised features, mAP over the
+    /// 20 classes (full train set, or --low-shot k = 1, 2, 4, 8, 16 with 5 seeded draws).
+    Fewshot(crate::cmd::eval_protocols::FewshotArgs),
+    /// Image retrieval on revisited Oxford / Paris: mAP and mP@1/5/10, Medium and Hard.
+    Retrieval(crate::cmd::eval_protocols::RetrievalArgs),
+    /// Copy detection on Copydays (strong and other blocks): mAP of the top-20 retrieval,
+    /// optionally with whitening and distractors.
+    Copydays(crate::cmd::eval_protocols::CopydaysArgs),
+    /// Every protocol whose data is found under --data-root; writes eval/suite.{json,md}.
+    Suite(crate::cmd::eval_protocols::SuiteArgs),
 }
 
 /// Train and test features with labels and a description of their origin.
@@ -152,8 +163,8 @@ fn load_splits(c: &Common) -> anyhow::Result<Splits> {
     };
     let loaded = c.backbone.load()?;
     eprintln!("backbone: {}", loaded.origin);
-    let train_opts = c.transform.options(&loaded.config, c.transform.max_train);
-    let test_opts = c.transform.options(&loaded.config, c.transform.max_test);
+    let train_opts = c.transform.options(&loaded, c.transform.max_train);
+    let test_opts = c.transform.options(&loaded, c.transform.max_test);
     let train = embed_split(&loaded, train_spec, "--train", &train_opts)?;
     let test = embed_split(&loaded, test_spec, "--test", &test_opts)?;
     let out = c.out.clone().unwrap_or_else(|| {
@@ -168,7 +179,7 @@ fn load_splits(c: &Common) -> anyhow::Result<Splits> {
         train,
         test,
         origin: loaded.origin,
-        transform: transform_text(&train_opts),
+        transform: train_opts.transform.to_string(),
         out,
         tag,
         train_rows: None,
@@ -189,15 +200,12 @@ fn augmented_linear(c: &Common, cfg: &LinearConfig) -> anyhow::Result<(Splits, L
     c.backbone.init_threads()?;
     let loaded = c.backbone.load()?;
     eprintln!("backbone: {}", loaded.origin);
-    let test_opts = c.transform.options(&loaded.config, c.transform.max_test);
+    let test_opts = c.transform.options(&loaded, c.transform.max_test);
     let test = embed_split(&loaded, test_spec, "--test", &test_opts)?;
     let yte = test.class_labels("test features")?;
     let data = open_eval_data(train_spec, "--train")?;
     let indices = subsample(data.dataset.len(), c.transform.max_train);
-    let crop = c
-        .transform
-        .crop
-        .unwrap_or(if loaded.config.small_stem { 32 } else { 224 });
+    let crop = test_opts.transform.probe_crop();
     let classes = data.classes.len().max(test.num_classes());
     let report = linear_probe_with(
         loaded.config.output_dim(),
@@ -245,7 +253,7 @@ fn augmented_linear(c: &Common, cfg: &LinearConfig) -> anyhow::Result<(Splits, L
         origin: loaded.origin,
         transform: format!(
             "train: RandomResizedCrop {crop} + flip, recomputed each epoch; test: {}",
-            transform_text(&test_opts)
+            test_opts.transform
         ),
         out,
         tag: if c.backbone.random_init {
@@ -308,7 +316,12 @@ fn labels(s: &Splits) -> anyhow::Result<(Vec<usize>, Vec<usize>, usize)> {
 
 /// Runs `carp eval`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    use crate::cmd::eval_protocols as p;
     match args.protocol {
+        Protocol::Fewshot(a) => return p::fewshot(a),
+        Protocol::Retrieval(a) => return p::retrieval(a),
+        Protocol::Copydays(a) => return p::copydays(a),
+        Protocol::Suite(a) => return p::suite(a),
         Protocol::Knn {
             common,
             k,

@@ -5,6 +5,7 @@ pub mod data;
 pub mod devices;
 pub mod embed;
 pub mod eval;
+pub mod eval_protocols;
 pub mod inspect;
 pub mod pretrain;
 pub mod report;

@@ -1,22 +1,30 @@
 //! `carp pretrain`: resolve the configuration, run `carp_train::pretrain`, print the result.
 
+use crate::flags;
 use crate::progress::Progress;
 use anyhow::Context;
-use carp_train::config::{Config, NanPolicy};
+use carp_train::config::{Config, ValidConfig};
 use carp_train::device::parse_device;
 use carp_train::signals::StopFlag;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Flags of `carp pretrain`. The official script's names are accepted as aliases.
-#[derive(clap::Args, Debug, Default)]
+/// Flags of `carp pretrain`. Each one sets the configuration key [`KEYS`] gives; the official
+/// script's names are accepted as aliases.
+#[derive(clap::Args, Debug, Default, serde::Serialize)]
 pub struct Args {
     /// Built-in preset the other settings start from: tiny (default), cifar, imagenet.
     #[arg(long, default_value = "tiny")]
+    #[serde(skip)]
     pub preset: String,
     /// TOML file layered over the preset (same keys as the run's config.toml).
     #[arg(long)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    #[serde(skip)]
+    pub threads: Option<usize>,
     /// Run directory (default runs/run-<unix time>); an existing checkpoint there is resumed.
     #[arg(long, alias = "output_dir")]
     pub out: Option<String>,
@@ -115,9 +123,6 @@ pub struct Args {
     /// of stopping; use on large scraped folders with a few broken files.
     #[arg(long)]
     pub skip_bad_images: bool,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// On a NaN/inf loss or gradient: `stop` (exit non-zero, last checkpoint kept) or
     /// `skip-step` (drop the step, count it in the log). Skip only to get past rare spikes.
     #[arg(long, value_enum)]
@@ -130,8 +135,48 @@ pub struct Args {
     pub no_tensorboard: bool,
 }
 
+/// The configuration key each flag sets: `(field, key)`, the flag being the field in
+/// kebab case. `!key` marks a switch that sets a boolean key to false.
+pub const KEYS: &[(&str, &str)] = &[
+    ("out", "run.out"),
+    ("data", "data.train"),
+    ("eval_data", "data.eval"),
+    ("eval_train_data", "data.eval_train"),
+    ("arch", "model.arch"),
+    ("base_width", "model.base_width"),
+    ("out_dim", "model.out_dim"),
+    ("partition_size", "model.partition_size"),
+    ("momentum_teacher", "optim.momentum_teacher"),
+    ("local_views", "views.local_views"),
+    ("global_scale", "views.global_scale"),
+    ("local_scale", "views.local_scale"),
+    ("global_size", "views.global_size"),
+    ("local_size", "views.local_size"),
+    ("lr", "optim.base_lr"),
+    ("min_lr", "optim.min_lr"),
+    ("warmup_epochs", "optim.warmup_epochs"),
+    ("weight_decay", "optim.weight_decay"),
+    ("weight_decay_end", "optim.weight_decay_end"),
+    ("epochs", "run.epochs"),
+    ("batch_size", "optim.batch_size"),
+    ("accumulation_steps", "optim.accumulation_steps"),
+    ("max_steps", "run.max_steps"),
+    ("schedule_steps", "run.schedule_steps"),
+    ("seed", "run.seed"),
+    ("device", "run.device"),
+    ("log_every", "run.log_every"),
+    ("keep_every_epochs", "run.keep_every_epochs"),
+    ("eval_every_epochs", "run.eval_every_epochs"),
+    ("no_eval", "!run.eval"),
+    ("skip_bad_images", "data.skip_bad_images"),
+    ("nan_policy", "monitor.nan_policy"),
+    ("checkpoint_every", "run.checkpoint_every"),
+    ("no_tensorboard", "!monitor.tensorboard"),
+];
+
 /// `--nan-policy` values.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum NanPolicyArg {
     /// Stop with an error naming the step and the term.
     Stop,
@@ -139,84 +184,38 @@ pub enum NanPolicyArg {
     SkipStep,
 }
 
-fn set<T>(slot: &mut T, value: Option<T>) {
-    if let Some(v) = value {
-        *slot = v;
+impl Args {
+    /// The `(key, value)` pairs of the flags given on the command line, through [`KEYS`].
+    pub fn overrides(&self) -> Vec<(&'static str, toml::Value)> {
+        let given = toml::Table::try_from(self).expect("flags serialise");
+        given
+            .into_iter()
+            // An absent option serialises to nothing; an unset switch to `false`.
+            .filter(|(_, v)| *v != toml::Value::Boolean(false))
+            .map(|(field, value)| {
+                let (_, key) = KEYS
+                    .iter()
+                    .find(|(f, _)| *f == field)
+                    .unwrap_or_else(|| panic!("flag field `{field}` has no entry in KEYS"));
+                match key.strip_prefix('!') {
+                    Some(key) => (key, toml::Value::Boolean(false)),
+                    None => (*key, value),
+                }
+            })
+            .collect()
     }
 }
 
-fn pair(flag: &str, v: Option<Vec<f32>>) -> anyhow::Result<Option<[f32; 2]>> {
-    v.map(|v| {
-        <[f32; 2]>::try_from(v.as_slice()).with_context(|| format!("{flag} takes two numbers"))
-    })
-    .transpose()
-}
-
-/// Preset, then `--config`, then flags.
-pub fn resolve(args: Args) -> anyhow::Result<Config> {
+/// Preset, then `--config`, then flags; validated, with the run directory fixed.
+pub fn resolve(args: Args) -> anyhow::Result<ValidConfig> {
     let mut cfg = Config::preset(&args.preset)?;
     if let Some(path) = &args.config {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         cfg = cfg.merge_toml(&text, &path.display().to_string())?;
     }
-    set(&mut cfg.run.out, args.out);
-    set(&mut cfg.data.train, args.data);
-    set(&mut cfg.data.eval, args.eval_data);
-    set(&mut cfg.data.eval_train, args.eval_train_data);
-    set(&mut cfg.model.arch, args.arch);
-    set(&mut cfg.model.base_width, args.base_width);
-    set(&mut cfg.model.out_dim, args.out_dim);
-    set(&mut cfg.model.partition_size, args.partition_size);
-    set(&mut cfg.optim.momentum_teacher, args.momentum_teacher);
-    set(&mut cfg.views.local_views, args.local_views);
-    set(
-        &mut cfg.views.global_scale,
-        pair("--global-scale", args.global_scale)?,
-    );
-    set(
-        &mut cfg.views.local_scale,
-        pair("--local-scale", args.local_scale)?,
-    );
-    set(&mut cfg.views.global_size, args.global_size);
-    set(&mut cfg.views.local_size, args.local_size);
-    set(&mut cfg.optim.base_lr, args.lr);
-    set(&mut cfg.optim.min_lr, args.min_lr);
-    set(&mut cfg.optim.warmup_epochs, args.warmup_epochs);
-    set(&mut cfg.optim.weight_decay, args.weight_decay);
-    set(&mut cfg.optim.weight_decay_end, args.weight_decay_end);
-    set(&mut cfg.run.epochs, args.epochs);
-    set(&mut cfg.optim.batch_size, args.batch_size);
-    set(&mut cfg.optim.accumulation_steps, args.accumulation_steps);
-    set(&mut cfg.run.max_steps, args.max_steps);
-    set(&mut cfg.run.schedule_steps, args.schedule_steps);
-    set(&mut cfg.run.seed, args.seed);
-    set(&mut cfg.run.device, args.device);
-    set(&mut cfg.run.log_every, args.log_every);
-    set(&mut cfg.run.keep_every_epochs, args.keep_every_epochs);
-    set(&mut cfg.run.eval_every_epochs, args.eval_every_epochs);
-    set(&mut cfg.run.checkpoint_every, args.checkpoint_every);
-    if let Some(p) = args.nan_policy {
-        cfg.monitor.nan_policy = match p {
-            NanPolicyArg::Stop => NanPolicy::Stop,
-            NanPolicyArg::SkipStep => NanPolicy::SkipStep,
-        };
-    }
-    if args.no_tensorboard {
-        cfg.monitor.tensorboard = false;
-    }
-    if args.no_eval {
-        cfg.run.eval = false;
-    }
-    if args.skip_bad_images {
-        cfg.data.skip_bad_images = true;
-    }
-    if cfg.run.out.is_empty() {
-        cfg.run.out = cfg.out_dir().display().to_string();
-    }
-    cfg.validate()?;
-    cfg.check_run_dir()?;
-    Ok(cfg)
+    let cfg = cfg.with_values(&args.overrides(), "command-line flags")?;
+    cfg.resolve().map_err(flags::explain)
 }
 
 /// Runs `carp pretrain`, reporting through `progress`. SIGINT/SIGTERM stop after the current
@@ -229,13 +228,14 @@ pub fn run(args: Args, mut progress: Progress) -> anyhow::Result<ExitCode> {
             .context("setting the thread count")?;
     }
     let cfg = resolve(args)?;
-    let device = parse_device(&cfg.run.device)?;
+    let device = parse_device(&cfg.run.device).map_err(flags::explain)?;
     let stop = StopFlag::new();
     stop.install_signal_handlers()
         .context("installing the SIGINT/SIGTERM handlers")?;
-    let data = carp_train::data::open(&cfg.data, cfg.run.seed)?;
+    let data = carp_train::data::open(&cfg.data, cfg.run.seed).map_err(flags::explain)?;
     let summary =
-        carp_train::pretrain::pretrain_observed(&cfg, &device, data, &mut progress, &stop)?;
+        carp_train::pretrain::pretrain_resolved(&cfg, &device, data, &mut progress, &stop)
+            .map_err(flags::explain)?;
     drop(progress);
     if summary.interrupted {
         println!(
@@ -271,4 +271,105 @@ pub fn run(args: Args, mut progress: Progress) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// Every flag has its key in [`KEYS`] (the table is the only mapping), and each key is
+    /// one the configuration has.
+    #[test]
+    fn every_flag_sets_its_key() {
+        let cli = Cli::parse_from([
+            "carp",
+            "--out",
+            "o",
+            "--data",
+            "d",
+            "--eval-data",
+            "e",
+            "--eval-train-data",
+            "t",
+            "--arch",
+            "resnet18",
+            "--base-width",
+            "8",
+            "--out-dim",
+            "128",
+            "--partition-size",
+            "16",
+            "--momentum-teacher",
+            "0.9",
+            "--local-views",
+            "2",
+            "--global-scale",
+            "0.3",
+            "1.0",
+            "--local-scale",
+            "0.1",
+            "0.3",
+            "--global-size",
+            "16",
+            "--local-size",
+            "8",
+            "--lr",
+            "0.5",
+            "--min-lr",
+            "0.001",
+            "--warmup-epochs",
+            "1",
+            "--weight-decay",
+            "0.1",
+            "--weight-decay-end",
+            "0.2",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--accumulation-steps",
+            "2",
+            "--max-steps",
+            "5",
+            "--schedule-steps",
+            "9",
+            "--seed",
+            "4",
+            "--device",
+            "cpu",
+            "--log-every",
+            "2",
+            "--keep-every-epochs",
+            "1",
+            "--eval-every-epochs",
+            "1",
+            "--no-eval",
+            "--skip-bad-images",
+            "--nan-policy",
+            "skip-step",
+            "--checkpoint-every",
+            "7",
+            "--no-tensorboard",
+        ]);
+        let values = cli.args.overrides();
+        assert_eq!(values.len(), KEYS.len());
+        let cfg = Config::default().with_values(&values, "flags").unwrap();
+        assert_eq!(cfg.optim.base_lr, 0.5);
+        assert_eq!(cfg.views.global_scale, [0.3, 1.0]);
+        assert!(!cfg.run.eval && !cfg.monitor.tensorboard && cfg.data.skip_bad_images);
+        assert_eq!(
+            cfg.monitor.nan_policy,
+            carp_train::config::NanPolicy::SkipStep
+        );
+        assert_eq!((cfg.run.out.as_str(), cfg.model.partition_size), ("o", 16));
+        // Nothing given, nothing set.
+        assert!(Cli::parse_from(["carp"]).args.overrides().is_empty());
+    }
 }

@@ -1,0 +1,520 @@
+//! The training loop's parts: one CARP step ([`Trainer::step`], read in the order of the
+//! release's `train_one_epoch`), and the bookkeeping around it, one job per method:
+//! [`Trainer::log`], [`Trainer::checkpoint`], [`Trainer::evaluate`], [`Trainer::end_epoch`].
+
+use crate::config::{NanPolicy, ValidConfig};
+use crate::data::RunData;
+use crate::diagnostics::StepProbe;
+use crate::error::TrainError;
+use crate::eval::{log_knn_point, teacher_knn};
+use crate::monitor::Monitor;
+use crate::progress::{Observer, RunEvent};
+use crate::schedules::Schedules;
+use crate::state;
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use carp_core::lars::Lars;
+use carp_core::model::{CarpModel, StudentTeacher};
+use carp_core::partition::Partition;
+use carp_core::step::{
+    apply_update, first_non_finite_gradient, forward_backward, StepLosses, StepOutput,
+    StepSchedule, StepViews,
+};
+use carp_data::seed::partition_rng;
+use carp_data::{Loader, ViewBatch};
+use carp_io::write_checkpoint;
+use std::path::{Path, PathBuf};
+use tracing::{debug, error, info, warn};
+
+/// Name of the latest checkpoint in a run directory.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// What one step did, for logging.
+pub struct StepReport {
+    /// Global step (micro-batch index).
+    pub step: usize,
+    /// The loss terms.
+    pub losses: StepLosses,
+    /// The schedule values the step used.
+    pub schedule: StepSchedule,
+    /// The forward pass's detached outputs (gradients already consumed).
+    pub outputs: StepOutput,
+    /// The step's random partition.
+    pub partition: Partition,
+    /// Images per view, B.
+    pub batch: usize,
+    /// What was non-finite, when the NaN policy skipped the step.
+    pub skipped: Option<String>,
+}
+
+/// A pretraining run in progress: the student/teacher pair, LARS, the schedules, the
+/// gradient accumulator and the run directory's writers.
+pub struct Trainer<'a> {
+    cfg: &'a ValidConfig,
+    out: PathBuf,
+    /// The evaluation device (no autodiff).
+    device: Device,
+    /// The training device (autodiff).
+    train_device: Device,
+    data: RunData,
+    loader: Loader,
+    schedules: Schedules,
+    /// Taken out only while an update rebuilds it.
+    model: Option<StudentTeacher>,
+    lars: Lars,
+    accumulator: GradientsAccumulator<CarpModel>,
+    /// Micro-batches in the accumulator.
+    pending: usize,
+    /// Next step (micro-batch) to run.
+    next: usize,
+    /// Step this process started from.
+    start: usize,
+    /// Step the run ends at (exclusive).
+    end: usize,
+    /// Non-finite steps skipped by this process, and in a row.
+    skipped: usize,
+    skip_streak: usize,
+    monitor: Monitor,
+    observer: &'a mut dyn Observer,
+}
+
+impl<'a> Trainer<'a> {
+    /// Opens the run directory `run.out` (writes `config.toml`, resumes from the newest
+    /// readable checkpoint).
+    pub fn new(
+        cfg: &'a ValidConfig,
+        device: &Device,
+        data: RunData,
+        observer: &'a mut dyn Observer,
+    ) -> Result<Self, TrainError> {
+        let out = PathBuf::from(&cfg.run.out);
+        std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+        let config_path = out.join("config.toml");
+        std::fs::write(&config_path, cfg.to_toml()).map_err(io_err(&config_path))?;
+        let loader = open_loader(cfg, &data)?;
+        let spe = loader.steps_per_epoch();
+        let schedules = Schedules::new(cfg, spe);
+        let total = schedules.lr.total_iters;
+        let end = match cfg.run.max_steps {
+            0 => total,
+            max => max.min(total),
+        };
+        log_start(cfg, &data, &out, spe, total);
+        let train_device = device.clone().autodiff();
+        let (model, lars, start) = init_or_resume(cfg, &out, &train_device, device)?;
+        let monitor = Monitor::open(&out, &cfg.monitor)?;
+        observer.event(&RunEvent::Start {
+            start,
+            end,
+            steps_per_epoch: spe,
+            batch: cfg.optim.batch_size,
+        });
+        Ok(Self {
+            cfg,
+            out,
+            device: device.clone(),
+            train_device,
+            data,
+            loader,
+            schedules,
+            model: Some(model),
+            lars,
+            accumulator: GradientsAccumulator::new(),
+            pending: 0,
+            next: start,
+            start,
+            end,
+            skipped: 0,
+            skip_streak: 0,
+            monitor,
+            observer,
+        })
+    }
+
+    /// One micro-batch, in the release's order: the step's random partition, forward and
+    /// backward, the finite check, then accumulate the gradients or update the networks
+    /// (EMA teacher, then LARS, by default).
+    pub fn step(&mut self, batch: ViewBatch) -> Result<StepReport, TrainError> {
+        let (it, accum) = (self.next, self.cfg.optim.accumulation_steps);
+        let b = batch.batch_size();
+        let views = views_on_device(batch, &self.train_device);
+        // random partition: a pure function of (seed, step)
+        let partition = Partition::random(
+            self.cfg.model.out_dim,
+            self.cfg.model.partition_size,
+            &mut partition_rng(self.cfg.run.seed, it),
+        );
+        // forward (teacher on the global views, student on all) and backward
+        let mut out = forward_backward(self.model(), &views, &partition, 1.0 / accum as f64);
+        let grads = std::mem::replace(&mut out.grads, GradientsParams::new());
+        let schedule = self.schedules.at(it);
+        // finite check: loss terms, then every gradient
+        let skipped = self.finite_check(it, &out.losses, &grads)?;
+        // accumulate, or update: EMA teacher and LARS
+        if skipped.is_none() {
+            if accum == 1 {
+                self.update(grads, schedule);
+            } else {
+                let student = &self.model.as_ref().expect("model present").student;
+                self.accumulator.accumulate(student, grads);
+                self.pending += 1;
+            }
+        }
+        if accum > 1 && (it + 1).is_multiple_of(accum) && self.pending > 0 {
+            let grads = self.accumulator.grads();
+            self.pending = 0;
+            self.update(grads, schedule);
+        }
+        self.next += 1;
+        Ok(StepReport {
+            step: it,
+            losses: out.losses,
+            schedule,
+            outputs: out,
+            partition,
+            batch: b,
+            skipped,
+        })
+    }
+
+    /// Applies the NaN policy: `None` when every loss term and gradient is finite, the name
+    /// of the first non-finite one when the step is skipped, an error when the run stops.
+    fn finite_check(
+        &mut self,
+        it: usize,
+        losses: &StepLosses,
+        grads: &GradientsParams,
+    ) -> Result<Option<String>, TrainError> {
+        let non_finite = non_finite_term(losses).or_else(|| {
+            first_non_finite_gradient(&self.model().student, grads)
+                .map(|p| format!("gradient of student.{p}"))
+        });
+        let Some(term) = non_finite else {
+            self.skip_streak = 0;
+            return Ok(None);
+        };
+        let stop = |term: String| TrainError::NonFiniteLoss {
+            step: it,
+            term,
+            total: losses.total,
+            consistency: losses.consistency,
+            entropy: losses.entropy,
+        };
+        match self.cfg.monitor.nan_policy {
+            NanPolicy::Stop => {
+                error!(step = it, %term, "non-finite value: stopping");
+                Err(stop(term))
+            }
+            NanPolicy::SkipStep => {
+                self.skipped += 1;
+                self.skip_streak += 1;
+                warn!(step = it, %term, skipped = self.skipped, "non-finite value: step skipped");
+                self.observer.event(&RunEvent::Skipped {
+                    step: it,
+                    term: term.clone(),
+                });
+                if self.skip_streak > self.cfg.monitor.max_consecutive_skips {
+                    return Err(stop(format!(
+                        "{term} ({} steps skipped in a row, more than \
+                         monitor.max_consecutive_skips)",
+                        self.skip_streak
+                    )));
+                }
+                Ok(Some(term))
+            }
+        }
+    }
+
+    /// The optimiser half of a step (spec §5): EMA teacher update and LARS step.
+    fn update(&mut self, grads: GradientsParams, schedule: StepSchedule) {
+        let model = self.model.take().expect("the model is only taken here");
+        self.model = Some(apply_update(
+            model,
+            &mut self.lars,
+            grads,
+            schedule,
+            self.cfg.optim.ema_order,
+        ));
+    }
+
+    /// Records a finished step: epoch totals, and on logged steps the metrics line with the
+    /// collapse signals, TensorBoard and the progress event.
+    pub fn log(&mut self, report: StepReport) -> Result<(), TrainError> {
+        let done = self.next;
+        let log_now = done.is_multiple_of(self.cfg.run.log_every) || done == self.end;
+        let probe =
+            log_now.then(|| StepProbe::read(&report.outputs, &report.partition, report.batch));
+        let epoch = report.step / self.steps_per_epoch();
+        let record = self.monitor.record(
+            &report,
+            epoch,
+            probe.as_ref(),
+            self.skipped,
+            &self.cfg.model,
+            self.observer,
+        )?;
+        self.observer.event(&RunEvent::Step { done, record });
+        Ok(())
+    }
+
+    /// Writes the latest checkpoint when one is due (end of an epoch, every
+    /// `run.checkpoint_every` steps, the end of the run), and keeps a numbered copy every
+    /// `run.keep_every_epochs` epochs. Only at an optimiser-step boundary.
+    pub fn checkpoint(&mut self) -> Result<(), TrainError> {
+        let (it, spe) = (self.next, self.steps_per_epoch());
+        let epoch_done = it.is_multiple_of(spe);
+        let every = self.cfg.run.checkpoint_every;
+        let periodic = every > 0 && it.is_multiple_of(every);
+        if !(epoch_done || periodic || it == self.end) {
+            return Ok(());
+        }
+        if !self.at_update_boundary() {
+            if it == self.end {
+                warn!(
+                    step = it,
+                    "run ended inside an accumulation window: no checkpoint written"
+                );
+            }
+            return Ok(());
+        }
+        let ckpt = self.write_latest()?;
+        let keep = self.cfg.run.keep_every_epochs;
+        if epoch_done && keep > 0 && (it / spe).is_multiple_of(keep) {
+            let kept = self
+                .out
+                .join(format!("checkpoint-ep{:04}.safetensors", it / spe));
+            write_checkpoint(&kept, &ckpt)?;
+        }
+        debug!(step = it, epoch = it / spe, "checkpoint written");
+        self.observer.event(&RunEvent::Checkpoint {
+            step: it,
+            interrupted: false,
+        });
+        Ok(())
+    }
+
+    /// Writes `checkpoint.safetensors` for the current step and returns what it wrote.
+    fn write_latest(&self) -> Result<carp_io::Checkpoint, TrainError> {
+        let it = self.next;
+        let ckpt = state::snapshot(
+            self.model_ref(),
+            &self.lars,
+            it,
+            it / self.steps_per_epoch(),
+            self.cfg,
+        );
+        write_checkpoint(&self.out.join(CHECKPOINT), &ckpt)?;
+        Ok(ckpt)
+    }
+
+    /// The teacher's k-NN every `run.eval_every_epochs` epochs during training, appended to
+    /// [`crate::eval::KNN_LOG`] (the end of the run is evaluated by [`Trainer::finish`]).
+    pub fn evaluate(&mut self) -> Result<(), TrainError> {
+        let (it, spe) = (self.next, self.steps_per_epoch());
+        let every = self.cfg.run.eval_every_epochs;
+        let due = self.cfg.run.eval
+            && every > 0
+            && it.is_multiple_of(spe)
+            && it != self.end
+            && self.at_update_boundary()
+            && (it / spe).is_multiple_of(every);
+        if !due {
+            return Ok(());
+        }
+        let backbone = self.model_ref().teacher.backbone.valid();
+        if let Some(results) = teacher_knn(self.cfg, &self.data, &backbone, &self.device)? {
+            log_knn_point(&self.out, it / spe, it, &results)?;
+        }
+        Ok(())
+    }
+
+    /// Closes an epoch: its summary line and event.
+    pub fn end_epoch(&mut self, epoch: usize) {
+        if let Some(summary) = self.monitor.end_epoch(epoch, self.next) {
+            self.observer.event(&RunEvent::Epoch(summary));
+        }
+    }
+
+    /// The checkpoint of an interrupted run (mid-epoch if need be).
+    pub fn checkpoint_interrupted(&mut self) -> Result<(), TrainError> {
+        self.write_latest()?;
+        warn!(
+            step = self.next,
+            path = %self.out.join(CHECKPOINT).display(),
+            "stop requested: checkpoint written; run the same command again to resume"
+        );
+        self.observer.event(&RunEvent::Checkpoint {
+            step: self.next,
+            interrupted: true,
+        });
+        Ok(())
+    }
+
+    /// Whether the next step starts a new optimiser step (no gradients pending).
+    pub fn at_update_boundary(&self) -> bool {
+        self.next.is_multiple_of(self.cfg.optim.accumulation_steps)
+    }
+
+    /// The next step to run, and the step the run ends at (exclusive).
+    pub fn position(&self) -> (usize, usize) {
+        (self.next, self.end)
+    }
+
+    /// The step this process started from.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// Steps per epoch.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.loader.steps_per_epoch()
+    }
+
+    /// The run's batch loader.
+    pub fn loader(&self) -> &Loader {
+        &self.loader
+    }
+
+    /// The run directory.
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// The run's data sets.
+    pub fn data(&self) -> &RunData {
+        &self.data
+    }
+
+    /// The evaluation device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The networks.
+    pub fn model_ref(&self) -> &StudentTeacher {
+        self.model
+            .as_ref()
+            .expect("the model is only taken during an update")
+    }
+
+    fn model(&self) -> &StudentTeacher {
+        self.model_ref()
+    }
+
+    /// Accounts for time spent waiting on the loader.
+    pub fn waited_for_data(&mut self, secs: f64) {
+        self.monitor.waited_for_data(secs);
+    }
+
+    /// Non-finite steps skipped by this process, the last logged record, and whether the
+    /// collapse detector flags the run.
+    pub fn health(&self) -> (usize, Option<crate::metrics::StepRecord>, bool) {
+        (
+            self.skipped,
+            self.monitor.last().cloned(),
+            self.monitor.collapsed(),
+        )
+    }
+}
+
+/// The run's loader of multi-crop batches; an error when not one batch fits the data.
+fn open_loader(cfg: &ValidConfig, data: &RunData) -> Result<Loader, TrainError> {
+    let loader = Loader::new(
+        data.train.clone(),
+        crate::data::recipe(&cfg.views),
+        cfg.optim.batch_size,
+        cfg.run.seed,
+    )
+    .skip_bad_images(cfg.data.skip_bad_images);
+    if loader.steps_per_epoch() == 0 {
+        return Err(TrainError::Config {
+            key: "optim.batch_size".into(),
+            message: format!(
+                "batch size {} is larger than the {} training images",
+                cfg.optim.batch_size,
+                data.train.len()
+            ),
+        });
+    }
+    Ok(loader)
+}
+
+/// The run's opening log lines.
+fn log_start(cfg: &ValidConfig, data: &RunData, out: &Path, spe: usize, total: usize) {
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data = %data.train.describe(),
+        out = %out.display(),
+        steps_per_epoch = spe,
+        total_steps = total,
+        threads = rayon::current_num_threads(),
+        "carp pretrain"
+    );
+    let (k, n) = (cfg.model.out_dim, cfg.model.partition_size);
+    if k % n != 0 {
+        warn!(
+            out_dim = k,
+            partition_size = n,
+            "partition size does not divide out_dim: {} prototypes sit out each step \
+             (a different random set every step)",
+            k % n
+        );
+    }
+}
+
+/// Fresh networks and LARS from the seed, or their state from the newest readable
+/// checkpoint in `out`; with the step to start from.
+fn init_or_resume(
+    cfg: &ValidConfig,
+    out: &Path,
+    train_device: &Device,
+    optim_device: &Device,
+) -> Result<(StudentTeacher, Lars, usize), TrainError> {
+    let model = StudentTeacher::new(&cfg.model_config(), train_device, cfg.run.seed);
+    let mut lars = Lars::new(cfg.optim.momentum, cfg.optim.eta);
+    let Some((path, ckpt)) = state::latest_checkpoint(out) else {
+        return Ok((model, lars, 0));
+    };
+    let (model, start) = state::restore(&ckpt, &path, model, &mut lars, cfg, optim_device)?;
+    info!(step = start, path = %path.display(), "resumed");
+    Ok((model, lars, start))
+}
+
+/// The step's view groups as tensors on `device`.
+fn views_on_device(batch: ViewBatch, device: &Device) -> StepViews {
+    let b = batch.batch_size();
+    let groups = batch
+        .groups
+        .into_iter()
+        .map(|g| {
+            let shape = g.shape(b);
+            Tensor::<4>::from_data(TensorData::new(g.data, shape), device)
+        })
+        .collect();
+    StepViews {
+        groups,
+        global_groups: batch.global_groups,
+        batch: b,
+    }
+}
+
+/// The first non-finite loss term, named.
+fn non_finite_term(l: &StepLosses) -> Option<String> {
+    [
+        ("consistency", l.consistency),
+        ("entropy", l.entropy),
+        ("total", l.total),
+    ]
+    .into_iter()
+    .find(|(_, v)| !v.is_finite())
+    .map(|(name, v)| format!("loss ({name} = {v})"))
+}
+
+/// Maps an I/O error on `path` to a [`TrainError`].
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
