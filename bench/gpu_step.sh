@@ -10,8 +10,9 @@
 # the cargo feature the device needs (wgpu, vulkan or cuda; none for cpu). Peak memory is the
 # device allocator's largest reservation (GPU runtimes) or the process's peak RSS (cpu).
 # --batch overrides the presets' batch (imagenet 32, cifar 64 per device), for devices too
-# small or too slow for them, and is printed in the table. bf16/f16 rows say "not implemented"
-# until mixed precision lands (issue 12, part 3); pass --precisions f32 to skip them.
+# small or too slow for them, and is printed in the table. --precision is passed through to the
+# bench; a bench that refuses it (exit status 3: this build has no mixed precision yet, issue 12
+# part 3) gives a "not available in this build" row. --precisions f32 skips those rows.
 # On lavapipe (wgpu:cpu) the figures are a functional check only: a software rasteriser on a
 # few CPU cores, shader compilation included in the warm-up.
 set -euo pipefail
@@ -38,8 +39,10 @@ case "${device%%:*}" in
   cuda) features=(--features cuda) ;;
   *) echo "unknown device $device" >&2; exit 2 ;;
 esac
+err=$(mktemp)
+trap 'rm -f "$err"' EXIT
 # Build once, then run the bench binary directly (one process per row).
-cargo bench -q -p carp-train "${features[@]}" --bench train_step --no-run 2>/dev/null
+cargo bench -q -p carp-train "${features[@]}" --bench train_step --no-run
 bin=$(cargo bench -q -p carp-train "${features[@]}" --bench train_step --no-run --message-format=json 2>/dev/null \
   | sed -n 's/.*"executable":"\([^"]*train_step[^"]*\)".*/\1/p' | tail -1)
 [ -x "$bin" ] || { echo "could not build the train_step bench" >&2; exit 2; }
@@ -50,14 +53,14 @@ for preset in ${presets//,/ }; do
     args=(--preset "$preset" --device "$device" --precision "$precision" --steps "$steps" --warmup "$warmup" --threads "$threads" --json)
     [ -n "$batch" ] && args+=(--batch "$batch")
     set +e
-    out=$("$bin" "${args[@]}" 2>/tmp/gpu_step.err)
+    out=$("$bin" "${args[@]}" 2>"$err")
     rc=$?
     set -e
     if [ $rc -eq 3 ]; then
-      printf '%-9s %-9s %-7s %-11s %9s\n' "$preset" "$precision" - "$(views "$preset")" "not implemented"
+      printf '%-9s %-9s %-7s %-11s %9s\n' "$preset" "$precision" - "$(views "$preset")" "not available in this build"
       continue
     elif [ $rc -ne 0 ]; then
-      printf '%-9s %-9s failed (exit %d): %s\n' "$preset" "$precision" $rc "$(tail -1 /tmp/gpu_step.err)"
+      printf '%-9s %-9s failed (exit %d): %s\n' "$preset" "$precision" $rc "$(tail -1 "$err")"
       continue
     fi
     line=$(echo "$out" | tail -1)

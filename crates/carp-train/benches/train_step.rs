@@ -51,7 +51,7 @@ fn main() {
     let device_name: String = arg(&args, "--device", "cpu".to_string());
     let precision: String = arg(&args, "--precision", "f32".to_string());
     if precision != "f32" {
-        eprintln!("--precision {precision}: not implemented yet (f32 only)");
+        eprintln!("--precision {precision}: not available in this build (f32 only)");
         std::process::exit(3);
     }
     let plain = carp_train::device::parse_device(&device_name).unwrap_or_else(|e| {
