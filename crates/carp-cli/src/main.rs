@@ -43,6 +43,8 @@ enum Command {
     /// Evaluate a backbone (spec §6): k-NN, linear, k-means, few-shot VOC07, retrieval,
     /// Copydays, or the whole suite.
     Eval(cmd::eval::Args),
+    /// List the backends this build has and the GPU adapters this machine offers them.
+    Devices(cmd::devices::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Data(args) => cmd::data::run(args),
         Command::Embed(args) => cmd::embed::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Devices(args) => cmd::devices::run(args),
     };
     match result {
         Ok(code) => code,

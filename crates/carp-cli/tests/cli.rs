@@ -288,3 +288,48 @@ fn issue_6_sigterm_checkpoints_and_exits_cleanly() {
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["steps_this_run"], 2);
 }
+
+/// `carp devices` lists every backend with whether this build has it; cpu always.
+#[test]
+fn devices_lists_the_backends() {
+    let out = carp().args(["devices", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["flex", "ndarray", "wgpu", "vulkan", "cuda"]);
+    assert_eq!(v[0]["compiled"], true);
+    assert_eq!(
+        v[2]["compiled"],
+        cfg!(feature = "wgpu") || cfg!(feature = "vulkan")
+    );
+}
+
+/// A GPU device in a build without its feature, or a misspelt one, is refused before any work
+/// (exit status 2) with the feature or the accepted names.
+#[test]
+fn device_errors_name_the_fix() {
+    let missing = if cfg!(feature = "wgpu") || cfg!(feature = "vulkan") {
+        None
+    } else {
+        Some(("wgpu:cpu", "needs carp built with `--features wgpu`"))
+    };
+    for (device, needle) in missing.into_iter().chain([
+        ("gpu", "unknown device `gpu`"),
+        ("cpu:1", "not an adapter index"),
+    ]) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = carp()
+            .args(["pretrain", "--device", device, "--out"])
+            .arg(dir.path().join("run"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{device}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{device}: {err}");
+    }
+}

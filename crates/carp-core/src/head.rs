@@ -5,7 +5,6 @@ use crate::init;
 use crate::norm::BatchNorm;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -118,6 +117,32 @@ impl Prototypes {
     pub fn num_prototypes(&self) -> usize {
         self.weight_v.lazy_shape().as_slice()[0]
     }
+}
+
+/// GELU in PyTorch's exact form (`nn.GELU()`, the release's): `x · Φ(x) = 0.5 · x · (1 +
+/// erf(x / √2))`, with the exact derivative on every backend.
+///
+/// Burn 0.22.1's `activation::gelu` differentiates through the backend's `gelu_backward`,
+/// whose default (used by the cubecl backends: wgpu, vulkan, cuda) is the derivative of the
+/// *tanh approximation*: off by up to 8.7e-4 from the exact one, which made the head's
+/// gradients on a GPU differ from flex's by ~1e-3 relative (issue 12). Flex overrides it with
+/// the exact derivative, so flex keeps Burn's single fused kernel; elsewhere the formula is
+/// written with `erf`, whose autodiff backward is exact.
+fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.device() == Device::flex() {
+        return burn::tensor::activation::gelu(x);
+    }
+    gelu_by_erf(x)
+}
+
+/// [`gelu`] from `erf`: three elementwise kernels instead of one, exact derivative.
+fn gelu_by_erf<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let cdf = x
+        .clone()
+        .div_scalar(core::f64::consts::SQRT_2)
+        .erf()
+        .add_scalar(1.0);
+    x.mul(cdf).mul_scalar(0.5)
 }
 
 /// MLP (Linear, BatchNorm, GELU, ..., Linear) followed by the prototype layer (spec §1).
@@ -244,5 +269,40 @@ mod tests {
         let bound = 1.0 / 8.0;
         assert!(v.iter().all(|&x| x.abs() <= bound));
         assert!(v.iter().any(|&x| x.abs() > 0.9 * bound));
+    }
+
+    /// The erf form of GELU and its autodiff derivative match the exact function and
+    /// `Φ(x) + x φ(x)` (f64, erf by Simpson's rule) to 1e-6, where the tanh-approximation
+    /// derivative Burn uses by default is off by up to 8.7e-4.
+    #[test]
+    fn gelu_by_erf_has_the_exact_derivative() {
+        let device = Device::flex().autodiff();
+        let xs: Vec<f32> = (0..161).map(|i| -4.0 + i as f32 * 0.05).collect();
+        let n = xs.len();
+        let x = Tensor::<1>::from_data(burn::tensor::TensorData::new(xs.clone(), [n]), &device)
+            .require_grad();
+        let y = gelu_by_erf(x.clone());
+        let grads = y.clone().sum().backward();
+        let y: Vec<f32> = y.into_data().try_to_vec().unwrap();
+        let dy: Vec<f32> = x.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
+        let erf = |z: f64| {
+            let steps = 2000;
+            let h = z / steps as f64;
+            let f = |t: f64| (-t * t).exp();
+            let inner: f64 = (1..steps)
+                .map(|k| f(k as f64 * h) * if k % 2 == 1 { 4.0 } else { 2.0 })
+                .sum();
+            (f(0.0) + inner + f(z)) * h / 3.0 * 2.0 / core::f64::consts::PI.sqrt()
+        };
+        for ((&x, &y), &dy) in xs.iter().zip(&y).zip(&dy) {
+            let x = x as f64;
+            let cdf = 0.5 * (1.0 + erf(x / core::f64::consts::SQRT_2));
+            let pdf = (-0.5 * x * x).exp() / (2.0 * core::f64::consts::PI).sqrt();
+            assert!((y as f64 - x * cdf).abs() < 1e-6, "gelu({x}) = {y}");
+            assert!(
+                (dy as f64 - (cdf + x * pdf)).abs() < 1e-6,
+                "gelu'({x}) = {dy}"
+            );
+        }
     }
 }

@@ -4,11 +4,15 @@
 //! ```text
 //! cargo bench -p carp-train --bench train_step -- [--preset cifar] [--steps 10] [--warmup 2]
 //!     [--batch 64] [--local-views 4] [--global-size 32] [--local-size 16] [--base-width 64]
-//!     [--device cpu|ndarray|vulkan] [--threads 2] [--json]
+//!     [--device cpu|ndarray|wgpu[:N|:cpu]|vulkan[:N]|cuda[:N]] [--precision f32]
+//!     [--threads 2] [--json]
 //! ```
 //!
 //! img/s counts images (not views) per second of full training steps: student and teacher
-//! forward, loss, backward, EMA and LARS.
+//! forward, loss, backward, EMA and LARS. Peak memory is the device allocator's largest
+//! reservation seen after a forward/backward or an update (GPU runtimes), or the process's
+//! peak resident set (`VmHWM`, CPU backends, which report no allocator). `--precision` takes
+//! only `f32` until mixed precision lands (issue 12, part 3).
 
 use burn::tensor::{Distribution, Tensor};
 use carp_core::lars::Lars;
@@ -45,9 +49,22 @@ fn main() {
         .build_global()
         .expect("thread pool");
     let device_name: String = arg(&args, "--device", "cpu".to_string());
-    let device = carp_train::device::parse_device(&device_name)
-        .expect("device (ndarray needs --features ndarray)")
-        .autodiff();
+    let precision: String = arg(&args, "--precision", "f32".to_string());
+    if precision != "f32" {
+        eprintln!("--precision {precision}: not available in this build (f32 only)");
+        std::process::exit(3);
+    }
+    let plain = carp_train::device::parse_device(&device_name).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    let device = plain.clone().autodiff();
+    let mut peak_device = 0u64;
+    let sample = |peak: &mut u64| {
+        if let Some(usage) = plain.memory_pool_usage() {
+            *peak = (*peak).max(usage.bytes_reserved);
+        }
+    };
     let b = cfg.optim.batch_size;
     let (g, l, m) = (
         cfg.views.global_size as usize,
@@ -94,27 +111,47 @@ fn main() {
         let t0 = Instant::now();
         let out = forward_backward(&model, &views, &part, 1.0);
         let t1 = Instant::now();
+        sample(&mut peak_device);
         let losses = out.losses;
         model = apply_update(model, &mut lars, out.grads, schedule, EmaOrder::BeforeStep);
         device.sync().expect("sync");
+        sample(&mut peak_device);
         fb += (t1 - t0).as_secs_f64();
         upd += t1.elapsed().as_secs_f64();
         assert!(losses.is_finite());
     }
     let wall = start.elapsed().as_secs_f64();
     let img_per_s = (steps * b) as f64 / wall;
+    let (peak, peak_source) = if peak_device > 0 {
+        (peak_device, "device allocator")
+    } else {
+        (peak_rss(), "process VmHWM")
+    };
+    let peak_gib = peak as f64 / (1u64 << 30) as f64;
     if json {
         println!(
-            "{{\"framework\":\"carp\",\"img_per_s\":{img_per_s:.3},\"step_s\":{:.4},\"forward_backward_s\":{:.4},\"update_s\":{:.4},\"threads\":{threads},\"batch\":{b},\"preset\":\"{preset}\",\"device\":\"{device_name}\"}}",
+            "{{\"framework\":\"carp\",\"img_per_s\":{img_per_s:.3},\"step_s\":{:.4},\"forward_backward_s\":{:.4},\"update_s\":{:.4},\"threads\":{threads},\"batch\":{b},\"preset\":\"{preset}\",\"device\":\"{device_name}\",\"precision\":\"{precision}\",\"peak_mem_gib\":{peak_gib:.3},\"peak_mem_source\":\"{peak_source}\"}}",
             wall / steps as f64,
             fb / steps as f64,
             upd / steps as f64
         );
     } else {
         println!(
-            "carp img/s: {img_per_s:.1} (device {device_name}, threads {threads}, batch {b}, steps {steps}, preset {preset}; per step: forward+backward {:.3} s, EMA+LARS {:.3} s)",
+            "carp img/s: {img_per_s:.1} (device {device_name}, {precision}, threads {threads}, batch {b}, steps {steps}, preset {preset}; per step: forward+backward {:.3} s, EMA+LARS {:.3} s; peak memory {peak_gib:.2} GiB, {peak_source})",
             fb / steps as f64,
             upd / steps as f64
         );
     }
+}
+
+/// The process's peak resident set in bytes (`VmHWM` of /proc/self/status; 0 where absent).
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }

@@ -199,7 +199,8 @@ pub struct RunConfig {
     /// Also k-NN evaluate the teacher every N epochs during training, into `knn.jsonl`
     /// (plotted by `carp report`); 0 = only at the end [0].
     pub eval_every_epochs: usize,
-    /// Device: `cpu` (flex), `vulkan[:N]` or `cuda[:N]` [cpu].
+    /// Device: `cpu` (flex), `wgpu[:N|:cpu]`, `vulkan[:N|:cpu]` or `cuda[:N]`; GPU ones need
+    /// their cargo feature (see [`crate::device`]) [cpu].
     pub device: String,
 }
 
@@ -378,6 +379,9 @@ impl Config {
                 message,
             })
         };
+        if let Err(e) = crate::device::DeviceSpec::parse(&self.run.device) {
+            return bad("run.device", e.to_string());
+        }
         let m = &self.model;
         if Arch::parse(&m.arch).is_none() {
             return bad(

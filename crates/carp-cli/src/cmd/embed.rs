@@ -44,7 +44,8 @@ pub struct BackboneArgs {
     /// Seed of --random-init.
     #[arg(long, default_value_t = 0)]
     pub init_seed: u64,
-    /// Device: cpu, vulkan[:N], cuda[:N] (GPU ones need the cargo feature).
+    /// Device: cpu, wgpu[:N|:cpu], vulkan[:N|:cpu], cuda[:N] (GPU ones need their cargo
+    /// feature; `carp devices` lists them).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// CPU threads (default: all cores).

@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod data;
+pub mod devices;
 pub mod embed;
 pub mod eval;
 pub mod eval_protocols;

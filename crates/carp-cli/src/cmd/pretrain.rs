@@ -108,7 +108,8 @@ pub struct Args {
     /// Seed of every random choice.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Device: cpu, vulkan[:N], cuda[:N] (GPU ones need the cargo feature).
+    /// Device: cpu, wgpu[:N|:cpu], vulkan[:N|:cpu], cuda[:N] (GPU ones need their cargo
+    /// feature; `carp devices` lists them).
     #[arg(long)]
     pub device: Option<String>,
     /// Log every N steps.

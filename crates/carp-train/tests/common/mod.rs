@@ -1,6 +1,9 @@
 //! Shared by the integration tests: a tiny CPU configuration and a bit-exact checkpoint
 //! comparison.
 
+// Each test binary uses its own part.
+#![allow(dead_code)]
+
 use carp_io::read_checkpoint;
 use carp_train::pretrain::CHECKPOINT;
 use carp_train::Config;
