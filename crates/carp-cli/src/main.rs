@@ -49,7 +49,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = if cli.quiet { "warn" } else { "info" };
+    // Ranks other than 0 of an MPI job print only warnings and errors, labelled by rank.
+    let rank = carp_train::dist::launcher_rank();
+    let level = if cli.quiet || rank.is_some_and(|r| r > 0) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     progress::set_quiet(cli.quiet);
+    let _rank_span = rank.map(|r| tracing::error_span!("rank", r).entered());
     let result = match cli.command {
         Command::Pretrain(args) => {
             cmd::pretrain::run(args, progress::Progress::new(cli.log_format, cli.quiet))

@@ -58,6 +58,11 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A renderer that shows nothing: the ranks other than 0 of a data-parallel run.
+    pub fn silent() -> Self {
+        Self::new(LogFormat::Text, true)
+    }
+
     /// A renderer for `format`; `quiet` draws no bar and prints no JSON step lines.
     pub fn new(format: LogFormat, quiet: bool) -> Self {
         Self {

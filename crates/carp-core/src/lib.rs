@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod collective;
+pub mod data_parallel;
 pub mod ema;
 pub mod head;
 pub mod init;

@@ -233,6 +233,72 @@ mod tests {
         assert!(e.abs() < 1e-6, "{e}");
     }
 
+    /// The release's `AllGather` semantics over two ranks (threads) holding rows 0..3 and
+    /// 3..6 of the student (and of the teacher): every rank gets the one-process entropy, and
+    /// rank r's gradient on its rows is W = 2 times the one-process gradient on them, so
+    /// that the mean of the ranks' parameter gradients is the one-process gradient.
+    #[test]
+    fn entropy_over_two_ranks_has_the_release_gradient() {
+        use crate::collective::ThreadGroup;
+        let device = Device::flex();
+        let probs = |seed: u64, rows: usize| {
+            burn::tensor::activation::softmax(
+                Tensor::<3>::random([2, rows, 5], burn::tensor::Distribution::Default, &device)
+                    .mul_scalar(3.0 + seed as f64),
+                2,
+            )
+        };
+        let (s, t) = (probs(0, 6), probs(1, 6));
+        let host = |x: Tensor<3>| x.into_data().try_to_vec::<f32>().unwrap();
+        let (s_host, t_host) = (host(s.clone()), host(t.clone()));
+        // one process, all rows
+        let ad = Device::flex().autodiff();
+        let s1 = Tensor::<3>::from_data(s.clone().into_data(), &ad).require_grad();
+        let t1 = Tensor::<3>::from_data(t.clone().into_data(), &ad);
+        let e1 = entropy_loss(s1.clone(), t1);
+        let e_one: f32 = e1.clone().into_scalar();
+        let g_one = host(s1.grad(&e1.backward()).unwrap());
+        let handles: Vec<_> = ThreadGroup::members(2)
+            .into_iter()
+            .map(|group| {
+                let (s_host, t_host) = (s_host.clone(), t_host.clone());
+                std::thread::spawn(move || {
+                    let ad = Device::flex().autodiff();
+                    let r = group.rank();
+                    // rows 3r..3r+3 of each of the 2 blocks
+                    let rows = |v: &[f32]| -> Vec<f32> {
+                        (0..2)
+                            .flat_map(|p| v[(p * 6 + 3 * r) * 5..(p * 6 + 3 * r + 3) * 5].to_vec())
+                            .collect()
+                    };
+                    let mk =
+                        |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [2, 3, 5]), &ad);
+                    let s = mk(rows(&s_host)).require_grad();
+                    let e = entropy_loss_over(s.clone(), mk(rows(&t_host)), Some(&group));
+                    let value: f32 = e.clone().into_scalar();
+                    let g = s.grad(&e.backward()).unwrap();
+                    (r, value, g.into_data().try_to_vec::<f32>().unwrap())
+                })
+            })
+            .collect();
+        for h in handles {
+            let (r, value, g) = h.join().unwrap();
+            assert!((value - e_one).abs() < 1e-6, "rank {r}: {value} vs {e_one}");
+            for p in 0..2 {
+                for i in 0..3 {
+                    for k in 0..5 {
+                        let one = g_one[(p * 6 + 3 * r + i) * 5 + k];
+                        let mine = g[(p * 3 + i) * 5 + k];
+                        assert!(
+                            (mine - 2.0 * one).abs() <= 1e-6 + 1e-5 * one.abs(),
+                            "rank {r} [{p},{i},{k}]: {mine} vs 2 x {one}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn consistency_unchanged_when_blocks_are_permuted() {
         let device = Device::flex();

@@ -109,8 +109,15 @@ impl StudentTeacher {
     /// Makes both networks and the loss work over the processes of `group` (spec §4,
     /// SyncBatchNorm); `None` for one process.
     pub fn set_group(&mut self, group: Option<Group>) {
-        self.student.set_group(group.clone());
-        self.teacher.set_group(group.clone());
+        self.set_groups(group, true);
+    }
+
+    /// Shares the entropy term's mean assignment over `group` and, when `sync_bn`, the
+    /// BatchNorm statistics of both networks (`sync_bn = false`: per-process BatchNorm).
+    pub fn set_groups(&mut self, group: Option<Group>, sync_bn: bool) {
+        let bn = group.clone().filter(|_| sync_bn);
+        self.student.set_group(bn.clone());
+        self.teacher.set_group(bn);
         self.group = group;
     }
 }

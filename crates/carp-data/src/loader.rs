@@ -1,7 +1,12 @@
 //! Reproducible parallel batching of multi-crop views.
 //!
 //! Step `s` of epoch `e` holds the samples `epoch_order(len, seed, e)[s·B .. (s+1)·B]`
-//! (the last partial batch is dropped). Every random choice for a sample comes from
+//! (the last partial batch is dropped). In a data-parallel run of W processes
+//! ([`Loader::shard`]) step `s` covers positions `s·B·W .. (s+1)·B·W` of the same order for
+//! the whole world, and rank `r` takes every W-th of them from `r` on, as PyTorch's
+//! `DistributedSampler` interleaves; the last `len mod B·W` positions of each epoch are
+//! dropped (no padding), so every rank runs the same number of full steps. Every random
+//! choice for a sample comes from
 //! [`sample_rng`]`(seed, e, index)`, so a batch is a pure function of (seed, epoch, step):
 //! the thread count, the order in which threads finish, and resuming mid-epoch change
 //! nothing.
@@ -98,6 +103,9 @@ struct LoaderState {
     groups: Vec<(u32, usize, usize)>,
     batch_size: usize,
     seed: u64,
+    /// This process's rank and the number of processes sharing each step.
+    rank: usize,
+    world: usize,
     /// The last epoch's order, cached: recomputing it costs O(len) per batch.
     order: Mutex<Option<(u64, Arc<Vec<usize>>)>>,
     /// Replace undecodable images instead of failing.
@@ -144,11 +152,26 @@ impl Loader {
                 groups,
                 batch_size,
                 seed,
+                rank: 0,
+                world: 1,
                 order: Mutex::new(None),
                 skip_bad: AtomicBool::new(false),
                 bad: Mutex::new(BTreeSet::new()),
             }),
         }
+    }
+
+    /// Makes this loader rank `rank`'s share of a `world`-process run: each step, `batch_size`
+    /// images of the world's `batch_size · world` (see the module docs).
+    ///
+    /// # Panics
+    /// If `rank >= world`, or if this loader was already cloned.
+    pub fn shard(mut self, rank: usize, world: usize) -> Self {
+        assert!(rank < world, "rank {rank} out of a world of {world}");
+        let st = Arc::get_mut(&mut self.state).expect("shard a loader before cloning it");
+        st.rank = rank;
+        st.world = world;
+        self
     }
 
     /// Skips (`true`) or fails on (`false`, the default) images that cannot be read or
@@ -209,9 +232,9 @@ impl Loader {
         })
     }
 
-    /// Full batches per epoch (the last partial batch is dropped).
+    /// Full steps per epoch, each `batch_size · world` images (the rest is dropped).
     pub fn steps_per_epoch(&self) -> usize {
-        self.state.dataset.len() / self.state.batch_size
+        self.state.dataset.len() / (self.state.batch_size * self.state.world)
     }
 
     /// Images per batch.
@@ -262,11 +285,13 @@ impl Loader {
             return Err(DataError::StepOutOfRange { step, steps });
         }
         let st = &*self.state;
-        let b = st.batch_size;
+        let (b, w) = (st.batch_size, st.world);
         let order = self.order(epoch);
-        let samples = (step * b..(step + 1) * b)
+        let first = step * b * w + st.rank;
+        let samples = (0..b)
             .into_par_iter()
-            .map(|position| {
+            .map(|k| {
+                let position = first + k * w;
                 let (index, img) = self.load(&order, position)?;
                 let mut rng = sample_rng(st.seed, epoch, order[position]);
                 Ok((index, st.recipe.apply(&img, &mut rng)))
@@ -431,6 +456,38 @@ mod tests {
         seen.sort_unstable();
         seen.dedup();
         assert_eq!(seen.len(), 96);
+    }
+
+    /// Two ranks with B/2 each: the same steps per epoch as one process with B, rank r
+    /// holds the even/odd positions of the one-process batch, and each image's views are
+    /// bit-identical to the one-process ones (augmentation does not depend on W).
+    #[test]
+    fn shards_interleave_the_one_process_batch() {
+        let whole = loader(30, 8, 1);
+        let shards = [loader(30, 4, 1).shard(0, 2), loader(30, 4, 1).shard(1, 2)];
+        assert_eq!(whole.steps_per_epoch(), 3);
+        assert!(shards.iter().all(|l| l.steps_per_epoch() == 3));
+        for step in 0..3 {
+            let all = whole.batch(2, step).unwrap();
+            for (r, shard) in shards.iter().enumerate() {
+                let part = shard.batch(2, step).unwrap();
+                let expected: Vec<usize> = all.indices.iter().skip(r).step_by(2).copied().collect();
+                assert_eq!(part.indices, expected, "rank {r}, step {step}");
+                // group 0 holds the first global view of each image, 3·32·32 floats each
+                let per = 3 * 32 * 32;
+                for (k, _) in part.indices.iter().enumerate() {
+                    let j = r + 2 * k;
+                    assert_eq!(
+                        part.groups[0].data[k * per..(k + 1) * per],
+                        all.groups[0].data[j * per..(j + 1) * per]
+                    );
+                }
+            }
+        }
+        assert!(matches!(
+            shards[1].batch(0, 3),
+            Err(DataError::StepOutOfRange { step: 3, steps: 3 })
+        ));
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct OptimConfig {
     pub momentum_teacher_end: f64,
     /// EMA before the optimiser step (release) or after it (DINO) [before-step].
     pub ema_order: EmaOrder,
+    /// In a data-parallel run, BatchNorm statistics over all processes (the release's
+    /// SyncBatchNorm) rather than per process [true].
+    pub sync_bn: bool,
 }
 
 impl Default for OptimConfig {
@@ -124,6 +127,7 @@ impl Default for OptimConfig {
             momentum_teacher: 0.99,
             momentum_teacher_end: 1.0,
             ema_order: EmaOrder::BeforeStep,
+            sync_bn: true,
         }
     }
 }

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// What stops a run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// Data-parallel training could not start or go on (MPI, process group).
+    #[error("data-parallel run: {0}")]
+    Distributed(String),
     /// A configuration value is invalid.
     #[error("config `{key}`: {message}")]
     Config {

@@ -33,6 +33,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod diagnostics;
+pub mod dist;
 pub mod embed;
 pub mod error;
 pub mod eval;

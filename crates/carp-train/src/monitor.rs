@@ -25,7 +25,10 @@ struct EpochTotals {
 
 /// The writers and running state behind a run's logs.
 pub struct Monitor {
-    metrics: MetricsWriter,
+    /// `None` on the ranks of a data-parallel run other than 0: they write no files.
+    metrics: Option<MetricsWriter>,
+    /// Processes sharing each step: throughput counts all of their images.
+    world: usize,
     events: Option<EventWriter>,
     detector: CollapseDetector,
     collapsed: bool,
@@ -39,15 +42,31 @@ pub struct Monitor {
 
 impl Monitor {
     /// Opens `metrics.jsonl` (appending) and, when enabled, a TensorBoard event file in `out`.
-    pub fn open(out: &Path, cfg: &MonitorConfig) -> Result<Self, TrainError> {
+    pub fn open(out: &Path, cfg: &MonitorConfig, world: usize) -> Result<Self, TrainError> {
         let metrics = MetricsWriter::append(&out.join("metrics.jsonl"))?;
         let events = if cfg.tensorboard {
             Some(EventWriter::create(out).map_err(io_err(out))?)
         } else {
             None
         };
-        Ok(Self {
+        Ok(Self::with_writers(Some(metrics), events, cfg, world))
+    }
+
+    /// A monitor that keeps the running state (collapse detector, epoch totals) and writes
+    /// no file: the ranks other than 0 of a data-parallel run.
+    pub fn without_files(cfg: &MonitorConfig, world: usize) -> Self {
+        Self::with_writers(None, None, cfg, world)
+    }
+
+    fn with_writers(
+        metrics: Option<MetricsWriter>,
+        events: Option<EventWriter>,
+        cfg: &MonitorConfig,
+        world: usize,
+    ) -> Self {
+        Self {
             metrics,
+            world,
             events,
             detector: CollapseDetector::new(cfg),
             collapsed: false,
@@ -57,7 +76,7 @@ impl Monitor {
             window_start: Instant::now(),
             window_images: 0,
             data_wait: 0.0,
-        })
+        }
     }
 
     /// Adds `secs` of waiting for the loader to the current window.
@@ -85,8 +104,8 @@ impl Monitor {
             self.totals.consistency += l.consistency;
             self.totals.entropy += l.entropy;
         }
-        self.window_images += report.batch;
-        self.totals.images += report.batch;
+        self.window_images += report.batch * self.world;
+        self.totals.images += report.batch * self.world;
         let Some(probe) = probe else {
             return Ok(None);
         };
@@ -120,7 +139,9 @@ impl Monitor {
             img_per_s = format_args!("{:.1}", rec.img_per_s),
             "step"
         );
-        self.metrics.write(&rec)?;
+        if let Some(m) = self.metrics.as_mut() {
+            m.write(&rec)?;
+        }
         if let Some(w) = self.events.as_mut() {
             let path = w.path().to_path_buf();
             w.add(step, tensorboard_values(&rec, probe))

@@ -11,8 +11,10 @@ use crate::signals::StopFlag;
 use crate::trainer::{io_err, Trainer};
 use burn::module::Module;
 use burn::tensor::Device;
+use carp_core::collective::{Group, Solo};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::info;
 
@@ -32,8 +34,10 @@ pub struct Summary {
     pub steps_per_epoch: usize,
     /// Wall time of this process's training loop, seconds.
     pub wall_s: f64,
-    /// Training images per second in this process.
+    /// Training images per second, over all processes of the run.
     pub img_per_s: f64,
+    /// Processes that shared each step (data parallel; 1 for a single-process run).
+    pub world_size: usize,
     /// Whether the run stopped early on a signal (a checkpoint was written to resume from).
     pub interrupted: bool,
     /// Steps skipped by `--nan-policy skip-step` in this process.
@@ -57,7 +61,7 @@ pub struct Summary {
 pub fn pretrain(cfg: &Config, device: &Device) -> Result<Summary, TrainError> {
     let cfg = cfg.clone().resolve()?;
     let data = data::open(&cfg.data, cfg.run.seed)?;
-    pretrain_resolved(&cfg, device, data, &mut Silent, &StopFlag::new())
+    pretrain_resolved(&cfg, device, data, &mut Silent, &StopFlag::new(), &solo())
 }
 
 /// [`pretrain`] on data opened by the caller.
@@ -74,21 +78,36 @@ pub fn pretrain_observed(
     observer: &mut dyn Observer,
     stop: &StopFlag,
 ) -> Result<Summary, TrainError> {
-    pretrain_resolved(&cfg.clone().resolve()?, device, data, observer, stop)
+    pretrain_resolved(
+        &cfg.clone().resolve()?,
+        device,
+        data,
+        observer,
+        stop,
+        &solo(),
+    )
+}
+
+/// The group of a single-process run.
+fn solo() -> Group {
+    Arc::new(Solo)
 }
 
 /// [`pretrain_observed`] for a configuration already checked by [`Config::resolve`] (the
-/// CLI resolves before it opens the data, so that mistakes are reported first).
+/// CLI resolves before it opens the data, so that mistakes are reported first), as one
+/// process of the data-parallel `group` (every process calls it with the same `cfg` and
+/// data; rank 0 writes the run directory and evaluates).
 pub fn pretrain_resolved(
     cfg: &ValidConfig,
     device: &Device,
     data: RunData,
     observer: &mut dyn Observer,
     stop: &StopFlag,
+    group: &Group,
 ) -> Result<Summary, TrainError> {
-    let mut trainer = Trainer::new(cfg, device, data, observer)?;
+    let mut trainer = Trainer::new(cfg, device, data, observer, group.clone(), stop)?;
     let loop_start = Instant::now();
-    let interrupted = train(&mut trainer, stop)?;
+    let interrupted = train(&mut trainer)?;
     let wall = loop_start.elapsed().as_secs_f64();
     if interrupted {
         trainer.checkpoint_interrupted()?;
@@ -102,7 +121,7 @@ pub fn pretrain_resolved(
 
 /// The epochs and steps of the run, until its end or a stop request (at an optimiser-step
 /// boundary); returns whether it was interrupted.
-fn train(trainer: &mut Trainer, stop: &StopFlag) -> Result<bool, TrainError> {
+fn train(trainer: &mut Trainer) -> Result<bool, TrainError> {
     let spe = trainer.steps_per_epoch();
     loop {
         let (it, end) = trainer.position();
@@ -116,7 +135,7 @@ fn train(trainer: &mut Trainer, stop: &StopFlag) -> Result<bool, TrainError> {
             if it >= end || it / spe != epoch {
                 break;
             }
-            if stop.requested() && trainer.at_update_boundary() {
+            if trainer.stop_requested() && trainer.at_update_boundary() {
                 return Ok(true);
             }
             let wait = Instant::now();
@@ -142,7 +161,7 @@ fn finish(
 ) -> Result<Summary, TrainError> {
     let (steps, _) = trainer.position();
     let spe = trainer.steps_per_epoch();
-    let knn = if cfg.run.eval && !interrupted {
+    let knn = if cfg.run.eval && !interrupted && trainer.is_leader() {
         let teacher = trainer.model_ref().teacher.backbone.valid();
         knn_summary(cfg, trainer.data(), &teacher, trainer.device())?
     } else {
@@ -153,13 +172,15 @@ fn finish(
     }
     let steps_this_run = steps.saturating_sub(trainer.start());
     let (skipped_steps, last, collapse) = trainer.health();
+    let world_size = trainer.world_size();
     let summary = Summary {
         out_dir: trainer.out().to_path_buf(),
         steps,
         steps_this_run,
         steps_per_epoch: spe,
         wall_s: wall,
-        img_per_s: (steps_this_run * cfg.optim.batch_size) as f64 / wall.max(1e-9),
+        img_per_s: (steps_this_run * cfg.optim.batch_size * world_size) as f64 / wall.max(1e-9),
+        world_size,
         interrupted,
         skipped_steps,
         collapse,
@@ -167,6 +188,9 @@ fn finish(
         knn,
         config: cfg.clone(),
     };
+    if !trainer.is_leader() {
+        return Ok(summary);
+    }
     let summary_path = trainer.out().join("summary.json");
     let text = serde_json::to_string_pretty(&summary).expect("summary serialises");
     std::fs::write(&summary_path, text).map_err(io_err(&summary_path))?;

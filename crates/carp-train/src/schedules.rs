@@ -16,15 +16,17 @@ pub struct Schedules {
 }
 
 impl Schedules {
-    /// Schedules of `cfg` for `steps_per_epoch` micro-batches per epoch.
-    pub fn new(cfg: &Config, steps_per_epoch: usize) -> Self {
+    /// Schedules of `cfg` for `steps_per_epoch` micro-batches per epoch, in a run of `world`
+    /// processes: the learning rate is scaled to the effective batch, per-process batch x
+    /// processes x accumulation, as the release does.
+    pub fn new(cfg: &Config, steps_per_epoch: usize, world: usize) -> Self {
         let total = if cfg.run.schedule_steps > 0 {
             cfg.run.schedule_steps
         } else {
             cfg.run.epochs * steps_per_epoch
         };
         let o = &cfg.optim;
-        let lr = scaled_lr(o.base_lr, o.batch_size * o.accumulation_steps);
+        let lr = scaled_lr(o.base_lr, o.batch_size * world * o.accumulation_steps);
         let warmup = (o.warmup_epochs * steps_per_epoch as f64).round() as usize;
         Self {
             lr: Schedule::cosine(lr, o.min_lr, total).with_warmup(warmup, 0.0),

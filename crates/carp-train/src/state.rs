@@ -2,7 +2,8 @@
 //!
 //! One safetensors file holds `student.*` and `teacher.*` (parameters and BatchNorm running
 //! statistics, by module path), `optim.momentum.*` (LARS buffers) and JSON metadata: the
-//! next step, the epoch, the seed and the resolved configuration. Randomness needs no saved
+//! next step, the epoch, the seed, the number of processes and the resolved configuration
+//! (nothing per process: any rank count resumes it at the same global batch). Randomness needs no saved
 //! generator state: every draw derives from (seed, epoch, step or sample index).
 
 use crate::config::Config;
@@ -27,6 +28,7 @@ pub fn snapshot(
     next_step: usize,
     epoch: usize,
     cfg: &Config,
+    world: usize,
 ) -> Checkpoint {
     let mut tensors = params::collect(&model.student, "student.");
     tensors.extend(params::collect(&model.teacher, "teacher."));
@@ -42,6 +44,7 @@ pub fn snapshot(
         "next_step": next_step,
         "epoch": epoch,
         "seed": cfg.run.seed,
+        "world_size": world,
         "config": cfg.to_toml(),
     });
     Checkpoint { tensors, meta }
@@ -49,8 +52,9 @@ pub fn snapshot(
 
 /// Restores `model` and `lars` from a checkpoint; returns the step to continue from.
 ///
-/// Strict: every parameter must be present with the same shape, and the checkpoint's model
-/// configuration must equal `cfg`'s.
+/// Strict: every parameter must be present with the same shape, the checkpoint's model
+/// configuration must equal `cfg`'s, and its global batch per step (per-process batch x
+/// processes) and accumulation must equal those of `cfg` with `world` processes.
 pub fn restore(
     ckpt: &Checkpoint,
     path: &Path,
@@ -58,6 +62,7 @@ pub fn restore(
     lars: &mut Lars,
     cfg: &Config,
     optim_device: &Device,
+    world: usize,
 ) -> Result<(StudentTeacher, usize), TrainError> {
     let fail = |message: String| TrainError::Resume {
         path: path.to_path_buf(),
@@ -77,6 +82,37 @@ pub fn restore(
         return Err(fail(format!(
             "the model configuration differs from the checkpoint's ({})",
             model_differences(&saved, cfg).join(", ")
+        )));
+    }
+    // Checkpoints from before data parallelism have no world size: one process.
+    let saved_world = ckpt.meta["world_size"].as_u64().unwrap_or(1) as usize;
+    let (was, now) = (
+        (
+            saved.optim.batch_size * saved_world,
+            saved.optim.accumulation_steps,
+        ),
+        (cfg.optim.batch_size * world, cfg.optim.accumulation_steps),
+    );
+    if was != now {
+        return Err(fail(format!(
+            "the global batch per step differs from the checkpoint's: it was {} images ({} per \
+             process x {saved_world} processes, optim.accumulation_steps = {}), now {} ({} x \
+             {world}, accumulation {}); {}",
+            was.0,
+            saved.optim.batch_size,
+            was.1,
+            now.0,
+            cfg.optim.batch_size,
+            now.1,
+            if was.0 % world == 0 {
+                format!(
+                    "resume with optim.batch_size = {} and optim.accumulation_steps = {}",
+                    was.0 / world,
+                    was.1
+                )
+            } else {
+                format!("{world} processes cannot share {} images evenly", was.0)
+            }
         )));
     }
     let next_step = ckpt.meta["next_step"]

@@ -1,6 +1,12 @@
 //! The training loop's parts: one CARP step ([`Trainer::step`], read in the order of the
 //! release's `train_one_epoch`), and the bookkeeping around it, one job per method:
 //! [`Trainer::log`], [`Trainer::checkpoint`], [`Trainer::evaluate`], [`Trainer::end_epoch`].
+//!
+//! Data parallel: with a process group of W > 1, each process runs the same steps on its
+//! share of the world's batch ([`Loader::shard`]), BatchNorm statistics and the entropy
+//! term's mean assignment are shared through the group, and the gradients are averaged
+//! after backward (with the loss terms and the stop flag in the same all-reduce), so every
+//! process applies the same update. Rank 0 alone writes files and evaluates.
 
 use crate::config::{NanPolicy, ValidConfig};
 use crate::data::RunData;
@@ -10,10 +16,13 @@ use crate::eval::{log_knn_point, teacher_knn};
 use crate::monitor::Monitor;
 use crate::progress::{Observer, RunEvent};
 use crate::schedules::Schedules;
+use crate::signals::StopFlag;
 use crate::state;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
+use carp_core::collective::Group;
+use carp_core::data_parallel::average_gradients;
 use carp_core::lars::Lars;
 use carp_core::model::{CarpModel, StudentTeacher};
 use carp_core::partition::Partition;
@@ -77,33 +86,52 @@ pub struct Trainer<'a> {
     skip_streak: usize,
     monitor: Monitor,
     observer: &'a mut dyn Observer,
+    /// The processes sharing each step (one: a single-process run).
+    group: Group,
+    /// Set by a signal or the caller; in a data-parallel run read through `stop_agreed`.
+    stop: StopFlag,
+    /// Whether any process had asked to stop at the last all-reduce.
+    stop_agreed: bool,
 }
 
 impl<'a> Trainer<'a> {
-    /// Opens the run directory `run.out` (writes `config.toml`, resumes from the newest
-    /// readable checkpoint).
+    /// Opens the run directory `run.out` (rank 0 writes `config.toml`), resumes from the
+    /// newest readable checkpoint; `group` is the run's processes, `stop` its stop request.
     pub fn new(
         cfg: &'a ValidConfig,
         device: &Device,
         data: RunData,
         observer: &'a mut dyn Observer,
+        group: Group,
+        stop: &StopFlag,
     ) -> Result<Self, TrainError> {
         let out = PathBuf::from(&cfg.run.out);
-        std::fs::create_dir_all(&out).map_err(io_err(&out))?;
-        let config_path = out.join("config.toml");
-        std::fs::write(&config_path, cfg.to_toml()).map_err(io_err(&config_path))?;
-        let loader = open_loader(cfg, &data)?;
+        let (rank, world) = (group.rank(), group.size());
+        if rank == 0 {
+            std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+            let config_path = out.join("config.toml");
+            std::fs::write(&config_path, cfg.to_toml()).map_err(io_err(&config_path))?;
+        }
+        let loader = open_loader(cfg, &data, rank, world)?;
         let spe = loader.steps_per_epoch();
-        let schedules = Schedules::new(cfg, spe);
+        let schedules = Schedules::new(cfg, spe, world);
         let total = schedules.lr.total_iters;
         let end = match cfg.run.max_steps {
             0 => total,
             max => max.min(total),
         };
-        log_start(cfg, &data, &out, spe, total);
+        log_start(cfg, &data, &out, spe, total, world);
         let train_device = device.clone().autodiff();
-        let (model, lars, start) = init_or_resume(cfg, &out, &train_device, device)?;
-        let monitor = Monitor::open(&out, &cfg.monitor)?;
+        let (mut model, lars, start) = init_or_resume(cfg, &out, &train_device, device, world)?;
+        agree_on_start(&group, start, &out)?;
+        if world > 1 {
+            model.set_groups(Some(group.clone()), cfg.optim.sync_bn);
+        }
+        let monitor = if rank == 0 {
+            Monitor::open(&out, &cfg.monitor, world)?
+        } else {
+            Monitor::without_files(&cfg.monitor, world)
+        };
         observer.event(&RunEvent::Start {
             start,
             end,
@@ -129,6 +157,9 @@ impl<'a> Trainer<'a> {
             skip_streak: 0,
             monitor,
             observer,
+            group,
+            stop: stop.clone(),
+            stop_agreed: false,
         })
     }
 
@@ -147,7 +178,11 @@ impl<'a> Trainer<'a> {
         );
         // forward (teacher on the global views, student on all) and backward
         let mut out = forward_backward(self.model(), &views, &partition, 1.0 / accum as f64);
-        let grads = std::mem::replace(&mut out.grads, GradientsParams::new());
+        let mut grads = std::mem::replace(&mut out.grads, GradientsParams::new());
+        // data parallel: the mean gradient and loss terms over the processes
+        if self.group.size() > 1 {
+            grads = self.all_reduce(grads, &mut out.losses);
+        }
         let schedule = self.schedules.at(it);
         // finite check: loss terms, then every gradient
         let skipped = self.finite_check(it, &out.losses, &grads)?;
@@ -176,6 +211,45 @@ impl<'a> Trainer<'a> {
             batch: b,
             skipped,
         })
+    }
+
+    /// Averages the gradients and the loss terms over the processes, and shares the stop
+    /// request, in one all-reduce.
+    fn all_reduce(&mut self, grads: GradientsParams, losses: &mut StepLosses) -> GradientsParams {
+        let l = *losses;
+        let stop = if self.stop.requested() { 1.0 } else { 0.0 };
+        let mut extra = [l.total as f32, l.consistency as f32, l.entropy as f32, stop];
+        let student = &self.model_ref().student;
+        let grads = average_gradients(student, grads, &self.group, &mut extra);
+        let w = self.group.size() as f64;
+        *losses = StepLosses {
+            total: extra[0] as f64 / w,
+            consistency: extra[1] as f64 / w,
+            entropy: extra[2] as f64 / w,
+        };
+        self.stop_agreed |= extra[3] > 0.0;
+        grads
+    }
+
+    /// Whether the run should stop at the next optimiser-step boundary: the stop request,
+    /// or in a data-parallel run any process's request as of the last all-reduce (so that
+    /// every process stops at the same step).
+    pub fn stop_requested(&self) -> bool {
+        if self.group.size() > 1 {
+            self.stop_agreed
+        } else {
+            self.stop.requested()
+        }
+    }
+
+    /// Whether this process writes the run's files and evaluates (rank 0).
+    pub fn is_leader(&self) -> bool {
+        self.group.rank() == 0
+    }
+
+    /// Processes sharing each step.
+    pub fn world_size(&self) -> usize {
+        self.group.size()
     }
 
     /// Applies the NaN policy: `None` when every loss term and gradient is finite, the name
@@ -262,6 +336,9 @@ impl<'a> Trainer<'a> {
     /// `run.checkpoint_every` steps, the end of the run), and keeps a numbered copy every
     /// `run.keep_every_epochs` epochs. Only at an optimiser-step boundary.
     pub fn checkpoint(&mut self) -> Result<(), TrainError> {
+        if !self.is_leader() {
+            return Ok(());
+        }
         let (it, spe) = (self.next, self.steps_per_epoch());
         let epoch_done = it.is_multiple_of(spe);
         let every = self.cfg.run.checkpoint_every;
@@ -303,6 +380,7 @@ impl<'a> Trainer<'a> {
             it,
             it / self.steps_per_epoch(),
             self.cfg,
+            self.group.size(),
         );
         write_checkpoint(&self.out.join(CHECKPOINT), &ckpt)?;
         Ok(ckpt)
@@ -314,6 +392,7 @@ impl<'a> Trainer<'a> {
         let (it, spe) = (self.next, self.steps_per_epoch());
         let every = self.cfg.run.eval_every_epochs;
         let due = self.cfg.run.eval
+            && self.is_leader()
             && every > 0
             && it.is_multiple_of(spe)
             && it != self.end
@@ -338,6 +417,9 @@ impl<'a> Trainer<'a> {
 
     /// The checkpoint of an interrupted run (mid-epoch if need be).
     pub fn checkpoint_interrupted(&mut self) -> Result<(), TrainError> {
+        if !self.is_leader() {
+            return Ok(());
+        }
         self.write_latest()?;
         warn!(
             step = self.next,
@@ -418,21 +500,36 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// The run's loader of multi-crop batches; an error when not one batch fits the data.
-fn open_loader(cfg: &ValidConfig, data: &RunData) -> Result<Loader, TrainError> {
+/// Rank `rank`'s loader of multi-crop batches in a `world`-process run; an error when not
+/// one step of the world's batch fits the data.
+fn open_loader(
+    cfg: &ValidConfig,
+    data: &RunData,
+    rank: usize,
+    world: usize,
+) -> Result<Loader, TrainError> {
     let loader = Loader::new(
         data.train.clone(),
         crate::data::recipe(&cfg.views),
         cfg.optim.batch_size,
         cfg.run.seed,
     )
+    .shard(rank, world)
     .skip_bad_images(cfg.data.skip_bad_images);
     if loader.steps_per_epoch() == 0 {
+        let b = cfg.optim.batch_size;
+        let batch = if world > 1 {
+            format!(
+                "the global batch {} ({b} per process x {world} processes)",
+                b * world
+            )
+        } else {
+            format!("batch size {b}")
+        };
         return Err(TrainError::Config {
             key: "optim.batch_size".into(),
             message: format!(
-                "batch size {} is larger than the {} training images",
-                cfg.optim.batch_size,
+                "{batch} is larger than the {} training images",
                 data.train.len()
             ),
         });
@@ -440,10 +537,46 @@ fn open_loader(cfg: &ValidConfig, data: &RunData) -> Result<Loader, TrainError> 
     Ok(loader)
 }
 
+/// Checks that every process starts from the same step: they must all have read the same
+/// checkpoint (`run.out` on a file system every node sees).
+fn agree_on_start(group: &Group, start: usize, out: &Path) -> Result<(), TrainError> {
+    if group.size() == 1 {
+        return Ok(());
+    }
+    // f32 holds every step count below 2^24 exactly; each rank fills its own slot.
+    let mut buf = vec![0.0f32; group.size()];
+    buf[group.rank()] = start as f32;
+    group.all_reduce_sum(&mut buf);
+    let starts: Vec<usize> = buf.iter().map(|&s| s as usize).collect();
+    if starts.iter().all(|&s| s == start) {
+        return Ok(());
+    }
+    Err(TrainError::Resume {
+        path: out.join(CHECKPOINT),
+        message: format!(
+            "the processes would start from different steps ({}, by rank): every rank must \
+             see the same run directory (a file system shared by all nodes)",
+            starts
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
 /// The run's opening log lines.
-fn log_start(cfg: &ValidConfig, data: &RunData, out: &Path, spe: usize, total: usize) {
+fn log_start(
+    cfg: &ValidConfig,
+    data: &RunData,
+    out: &Path,
+    spe: usize,
+    total: usize,
+    world: usize,
+) {
     info!(
         version = env!("CARGO_PKG_VERSION"),
+        processes = world,
         data = %data.train.describe(),
         out = %out.display(),
         steps_per_epoch = spe,
@@ -470,13 +603,14 @@ fn init_or_resume(
     out: &Path,
     train_device: &Device,
     optim_device: &Device,
+    world: usize,
 ) -> Result<(StudentTeacher, Lars, usize), TrainError> {
     let model = StudentTeacher::new(&cfg.model_config(), train_device, cfg.run.seed);
     let mut lars = Lars::new(cfg.optim.momentum, cfg.optim.eta);
     let Some((path, ckpt)) = state::latest_checkpoint(out) else {
         return Ok((model, lars, 0));
     };
-    let (model, start) = state::restore(&ckpt, &path, model, &mut lars, cfg, optim_device)?;
+    let (model, start) = state::restore(&ckpt, &path, model, &mut lars, cfg, optim_device, world)?;
     info!(step = start, path = %path.display(), "resumed");
     Ok((model, lars, start))
 }

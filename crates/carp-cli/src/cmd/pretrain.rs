@@ -5,6 +5,7 @@ use crate::progress::Progress;
 use anyhow::Context;
 use carp_train::config::{Config, ValidConfig};
 use carp_train::device::parse_device;
+use carp_train::dist::World;
 use carp_train::signals::StopFlag;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +94,11 @@ pub struct Args {
     /// Micro-batches accumulated per optimiser step.
     #[arg(long)]
     pub accumulation_steps: Option<usize>,
+    /// Under MPI: BatchNorm statistics over all processes (true, the release's
+    /// SyncBatchNorm) or per process (false).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    #[serde(skip)]
+    pub sync_bn: Option<bool>,
     /// Stop after this many steps (smoke runs, budgets).
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -160,6 +166,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("epochs", "run.epochs"),
     ("batch_size", "optim.batch_size"),
     ("accumulation_steps", "optim.accumulation_steps"),
+    ("sync_bn", "optim.sync_bn"),
     ("max_steps", "run.max_steps"),
     ("schedule_steps", "run.schedule_steps"),
     ("seed", "run.seed"),
@@ -188,10 +195,15 @@ impl Args {
     /// The `(key, value)` pairs of the flags given on the command line, through [`KEYS`].
     pub fn overrides(&self) -> Vec<(&'static str, toml::Value)> {
         let given = toml::Table::try_from(self).expect("flags serialise");
+        // `--sync-bn false` is a value, not an unset switch: added here, not filtered below.
+        let valued = self
+            .sync_bn
+            .map(|v| ("sync_bn".to_string(), toml::Value::Boolean(v)));
         given
             .into_iter()
             // An absent option serialises to nothing; an unset switch to `false`.
             .filter(|(_, v)| *v != toml::Value::Boolean(false))
+            .chain(valued)
             .map(|(field, value)| {
                 let (_, key) = KEYS
                     .iter()
@@ -220,7 +232,37 @@ pub fn resolve(args: Args) -> anyhow::Result<ValidConfig> {
 
 /// Runs `carp pretrain`, reporting through `progress`. SIGINT/SIGTERM stop after the current
 /// step with a checkpoint (exit 0); a second signal exits at once.
-pub fn run(args: Args, mut progress: Progress) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, progress: Progress) -> anyhow::Result<ExitCode> {
+    // MPI first: a launcher-started process that cannot join its job must not train alone.
+    let world = World::init().map_err(flags::explain)?;
+    if world.size() == 1 {
+        return train(args, progress, &world);
+    }
+    let rank = world.rank();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        eprintln!("rank {rank}: panicked; aborting the MPI job");
+        carp_train::dist::abort_job(70)
+    }));
+    // Rank 0 reports progress; the others print only warnings and errors (main's filter).
+    let progress = if rank == 0 {
+        progress
+    } else {
+        Progress::silent()
+    };
+    match train(args, progress, &world) {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            eprintln!("rank {rank}: error: {err:#}");
+            eprintln!("rank {rank}: aborting the MPI job");
+            world.abort(2)
+        }
+    }
+}
+
+/// [`run`] as one process of `world`.
+fn train(args: Args, mut progress: Progress, world: &World) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -233,9 +275,28 @@ pub fn run(args: Args, mut progress: Progress) -> anyhow::Result<ExitCode> {
     stop.install_signal_handlers()
         .context("installing the SIGINT/SIGTERM handlers")?;
     let data = carp_train::data::open(&cfg.data, cfg.run.seed).map_err(flags::explain)?;
-    let summary =
-        carp_train::pretrain::pretrain_resolved(&cfg, &device, data, &mut progress, &stop)
-            .map_err(flags::explain)?;
+    let summary = carp_train::pretrain::pretrain_resolved(
+        &cfg,
+        &device,
+        data,
+        &mut progress,
+        &stop,
+        world.group(),
+    )
+    .map_err(flags::explain)?;
+    if world.rank() != 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(stats) = world.comm_stats() {
+        let (calls, bytes, secs) = stats.totals();
+        let steps = summary.steps_this_run.max(1) as f64;
+        println!(
+            "all-reduce (rank 0): {calls} calls, {:.2} MB per step, {secs:.2} s ({:.1} % of the \
+             training loop)",
+            bytes as f64 / steps / 1e6,
+            100.0 * secs / summary.wall_s.max(1e-9)
+        );
+    }
     drop(progress);
     if summary.interrupted {
         println!(
@@ -336,6 +397,8 @@ mod tests {
             "16",
             "--accumulation-steps",
             "2",
+            "--sync-bn",
+            "false",
             "--max-steps",
             "5",
             "--schedule-steps",
@@ -364,6 +427,7 @@ mod tests {
         assert_eq!(cfg.optim.base_lr, 0.5);
         assert_eq!(cfg.views.global_scale, [0.3, 1.0]);
         assert!(!cfg.run.eval && !cfg.monitor.tensorboard && cfg.data.skip_bad_images);
+        assert!(!cfg.optim.sync_bn);
         assert_eq!(
             cfg.monitor.nan_policy,
             carp_train::config::NanPolicy::SkipStep
