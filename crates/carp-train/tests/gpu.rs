@@ -256,6 +256,10 @@ fn training_matches_flex_and_checkpoints_cross_devices() {
     let (want, got) = (losses(&path("flex")), losses(&path("gpu")));
     assert_eq!(got.len(), STEPS);
     for (step, (g, w)) in got.iter().zip(&want).enumerate() {
+        eprintln!(
+            "step {step}: consistency {:.7} vs flex {:.7}, entropy {:.3e} vs flex {:.3e}",
+            g[1], w[1], g[2], w[2]
+        );
         for (term, (x, y)) in ["loss", "consistency", "entropy"]
             .iter()
             .zip(g.iter().zip(w))
@@ -265,6 +269,14 @@ fn training_matches_flex_and_checkpoints_cross_devices() {
                 "step {step} {term}: device {x} vs flex {y}"
             );
         }
+    }
+    for (i, term) in ["loss", "consistency", "entropy"].iter().enumerate() {
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g[i] - w[i]).abs())
+            .fold(0.0, f64::max);
+        eprintln!("{term}: largest device-vs-flex difference over {STEPS} steps {worst:e}");
     }
     let (key, ratio) = disagreement(&path("gpu"), &path("flex"), &cfg);
     eprintln!("device vs flex after {STEPS} steps: worst {key} at {ratio:.2e} of its move");
