@@ -66,6 +66,16 @@ impl Precision {
     }
 }
 
+/// The reduced float type (bf16, f16) of a tensor of type `dtype`, if it is one: the layers
+/// that keep f32 weights compute in it.
+pub fn reduced(dtype: DType) -> Option<FloatDType> {
+    match dtype {
+        DType::BF16 => Some(FloatDType::BF16),
+        DType::F16 => Some(FloatDType::F16),
+        _ => None,
+    }
+}
+
 impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

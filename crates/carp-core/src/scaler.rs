@@ -184,13 +184,18 @@ mod tests {
         let out = scaler.unscale(&head, scaled);
         assert_eq!(out.overflow, None);
         let id = head.mlp[0].weight.id;
-        let a: Vec<f32> = plain.get::<2>(id).unwrap().into_data().to_vec().unwrap();
+        let a: Vec<f32> = plain
+            .get::<2>(id)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let b: Vec<f32> = out
             .grads
             .get::<2>(id)
             .unwrap()
             .into_data()
-            .to_vec()
+            .try_to_vec::<f32>()
             .unwrap();
         // S is a power of two: scaling and unscaling are exact.
         assert_eq!(a, b);

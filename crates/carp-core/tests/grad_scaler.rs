@@ -125,7 +125,7 @@ fn unscale_matches_pytorch_bit_for_bit() {
             .get::<1>(module.w.id)
             .unwrap()
             .into_data()
-            .to_vec()
+            .try_to_vec::<f32>()
             .unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want), "{name}: {got:?} vs {want:?}");
