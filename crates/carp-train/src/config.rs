@@ -6,6 +6,7 @@
 use crate::error::TrainError;
 use carp_core::head::CarpHeadConfig;
 use carp_core::model::CarpModelConfig;
+use carp_core::precision::Precision;
 use carp_core::resnet::{Arch, ResNetConfig};
 use carp_core::step::EmaOrder;
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,10 @@ pub struct OptimConfig {
     pub momentum_teacher_end: f64,
     /// EMA before the optimiser step (release) or after it (DINO) [before-step].
     pub ema_order: EmaOrder,
+    /// Float type of the forward and backward passes: `f32`, `bf16`, or `f16` with dynamic
+    /// loss scaling (the release trains in f16); weights, LARS and EMA state, BatchNorm
+    /// statistics and the loss stay f32 [f32].
+    pub precision: Precision,
 }
 
 impl Default for OptimConfig {
@@ -124,6 +129,7 @@ impl Default for OptimConfig {
             momentum_teacher: 0.99,
             momentum_teacher_end: 1.0,
             ema_order: EmaOrder::BeforeStep,
+            precision: Precision::F32,
         }
     }
 }
