@@ -117,8 +117,10 @@ fn unscale_matches_pytorch_bit_for_bit() {
             module.w.id,
             Tensor::<1>::from_data(TensorData::new(grads, [n]), &device),
         );
-        let mut scaler = GradScaler::default();
-        scaler.scale = case["scale"].as_f64().unwrap() as f32;
+        let scaler = GradScaler {
+            scale: case["scale"].as_f64().unwrap() as f32,
+            ..GradScaler::default()
+        };
         let out = scaler.unscale(&module, gp);
         let got: Vec<f32> = out
             .grads

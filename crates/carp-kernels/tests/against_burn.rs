@@ -3,6 +3,10 @@
 //! and the fused BatchNorm (+ residual) (+ ReLU) in training and inference mode, including
 //! the running statistics. f32 tolerance: |carp - burn| <= 1e-4 · (1 + max |burn|) per tensor.
 
+// A scalar to differentiate, on tensors far below the 4 Mi elements where Burn's sum turns
+// parallel (clippy.toml, issue 15); carp-kernels sits below carp-core's ordered_sum.
+#![allow(clippy::disallowed_methods)]
+
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Distribution, Tensor};

@@ -3,6 +3,10 @@
 //! the same in rayon pools of 1, 2 and 3 threads and while another task keeps one worker
 //! busy (so the work is split and stolen differently).
 
+// A scalar to differentiate, on tensors far below the 4 Mi elements where Burn's sum turns
+// parallel (clippy.toml, issue 15); carp-kernels sits below carp-core's ordered_sum.
+#![allow(clippy::disallowed_methods)]
+
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
