@@ -106,11 +106,15 @@ impl Prototypes {
     /// # Shapes
     ///
     /// - `x`: `[B, D]`; output: `[B, K]`
+    ///
+    /// The normalisation runs on the f32 `v`; for a bf16/f16 input the unit prototypes are
+    /// then cast to the input's type.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let v = self.weight_v.val();
         let norm = v.clone().square().sum_dim(1).sqrt();
         let w = v / norm;
-        x.matmul(w.transpose())
+        let dtype = x.dtype();
+        x.matmul(w.transpose().cast(dtype))
     }
 
     /// Number of prototypes K.
@@ -166,7 +170,7 @@ impl CarpHead {
         let last = self.mlp.len() - 1;
         let mut x = x;
         for (i, linear) in self.mlp.iter().enumerate() {
-            x = linear.forward(x);
+            x = linear_forward(linear, x);
             if i < last {
                 if let Some(bn) = self.norms.get(i) {
                     x = bn.forward(x);
@@ -192,6 +196,17 @@ impl CarpHead {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.last_layer.forward(self.bottleneck(x))
     }
+}
+
+/// `linear.forward(x)` with the weight and bias cast to `x`'s float type (a no-op for f32;
+/// for bf16/f16 the gradient flows back through the cast to the f32 parameters).
+fn linear_forward(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
+    let dtype = x.dtype();
+    burn::tensor::module::linear(
+        x,
+        linear.weight.val().cast(dtype),
+        linear.bias.as_ref().map(|b| b.val().cast(dtype)),
+    )
 }
 
 #[cfg(test)]

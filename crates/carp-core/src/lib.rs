@@ -11,6 +11,8 @@
 //! - [`lars`], [`schedule`], [`ema`]: optimisation (spec §5).
 //! - [`reduce`]: full sums whose rounding does not depend on thread timing (issue 15).
 //! - [`model`]: the student/teacher pair and the multi-crop forward; [`step`]: one training step.
+//! - [`precision`]: f32 / bf16 / f16 training (issue 12); [`scaler`]: f16 dynamic loss
+//!   scaling with PyTorch `GradScaler` semantics.
 //!
 //! The device picks the backend at run time: `Device::flex()` (CPU, default) or, with the
 //! `vulkan` / `cuda` features, a GPU; `.autodiff()` enables training.
@@ -49,8 +51,10 @@ pub mod model;
 pub mod norm;
 pub mod partition;
 pub mod path;
+pub mod precision;
 pub mod reduce;
 pub mod resnet;
+pub mod scaler;
 pub mod schedule;
 pub mod step;
 

@@ -9,7 +9,7 @@
 use crate::collective::{all_reduce_sum, Group};
 use burn::module::{Flag, Module, Param, RunningState};
 use burn::tensor::module::{batch_norm, batch_norm_train};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 
 /// A BatchNorm layer, optionally synchronised over a process group.
 ///
@@ -59,12 +59,16 @@ impl BatchNorm {
     }
 
     /// The normalised output: batch statistics in training mode on an autodiff device,
-    /// the running ones otherwise.
+    /// the running ones otherwise. A bf16/f16 input is normalised in f32 (statistics, γ, β
+    /// and running averages stay f32) and the output cast back to its type.
     ///
     /// # Shapes
     ///
     /// - `x`: `[B, C, ...]`; output: the same
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if let Some(dtype) = crate::precision::reduced(x.dtype()) {
+            return self.forward(x.cast(FloatDType::F32)).cast(dtype);
+        }
         if !(x.device().is_autodiff() && self.training.is_enabled()) {
             let device = x.device();
             return batch_norm(

@@ -38,6 +38,17 @@
 //! ```
 //!
 //! Set `CARP_KERNELS=burn` in the environment to run Burn's ops instead (for comparisons).
+//!
+//! ## Reduced precision (bf16, f16)
+//!
+//! The layers follow their input's float type, as PyTorch's autocast does, while the
+//! modules keep f32 weights: a convolution casts its weight to the input's type at each use
+//! (the gradient flows back through the cast), and BatchNorm computes in f32 (statistics,
+//! running averages, its f32 γ and β) and casts its output back. On flex the kernels stay
+//! f32: a bf16/f16 convolution rounds its input and weight to the reduced type, sums the
+//! products in f32 and rounds the output, which is what flex's own bf16 convolution (and a
+//! GPU's tensor cores, up to summation order) computes, at the speed of the f32 kernels.
+//! Elsewhere Burn's op runs in the reduced type.
 
 #![warn(missing_docs)]
 
@@ -47,12 +58,12 @@ mod layout;
 mod ops;
 pub mod pool;
 
-use burn::module::RunningState;
+use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use conv::ConvShape;
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -162,8 +173,21 @@ fn conv_shape(dims: [usize; 4], conv: &Conv2d) -> Option<ConvShape> {
     (ci == c && s.is_valid()).then_some(s)
 }
 
+/// The reduced float type (bf16, f16) `x` is in, if any.
+fn reduced<const D: usize>(x: &Tensor<D>) -> Option<FloatDType> {
+    match x.dtype() {
+        DType::BF16 => Some(FloatDType::BF16),
+        DType::F16 => Some(FloatDType::F16),
+        _ => None,
+    }
+}
+
 /// `conv.forward(x)`: carp's NHWC kernel on flex (output channels-last), Burn's op elsewhere.
+/// A bf16/f16 input runs the convolution in its type (module docs, "Reduced precision").
 pub fn conv2d(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
+    if let Some(dtype) = reduced(&x) {
+        return conv2d_reduced(x, conv, dtype);
+    }
     if enabled() {
         if let Some(s) = conv_shape(x.dims(), conv) {
             if let Some(y) = ops::conv2d(&x, &conv.weight.val(), s) {
@@ -174,15 +198,41 @@ pub fn conv2d(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
     conv.forward(x)
 }
 
+/// [`conv2d`] of a bf16/f16 input: the weight (and bias) cast to `dtype`. On flex with
+/// carp's kernels, the f32 kernel on the rounded input and weight, its output rounded.
+fn conv2d_reduced(x: Tensor<4>, conv: &Conv2d, dtype: FloatDType) -> Tensor<4> {
+    let weight = conv.weight.val().cast(dtype);
+    if enabled() && ops::is_flex(&x) {
+        if let Some(s) = conv_shape(x.dims(), conv) {
+            let x32 = x.clone().cast(FloatDType::F32);
+            if let Some(y) = ops::conv2d(&x32, &weight.clone().cast(FloatDType::F32), s) {
+                return y.cast(dtype);
+            }
+        }
+    }
+    let mut cast = conv.clone();
+    cast.weight = Param::initialized(conv.weight.id, weight);
+    cast.bias = conv
+        .bias
+        .as_ref()
+        .map(|b| Param::initialized(b.id, b.val().cast(dtype)));
+    cast.forward(x)
+}
+
 /// `act(bn(x) + residual)`, act = ReLU when `relu`: one fused kernel on flex, Burn's ops
 /// elsewhere. Training mode (autodiff device and [`BatchNormParams::is_training`]) uses batch
-/// statistics and updates the running ones exactly as Burn's `BatchNorm` does.
+/// statistics and updates the running ones exactly as Burn's `BatchNorm` does. A bf16/f16
+/// input is normalised in f32 and the output cast back to its type.
 pub fn batch_norm<N: BatchNormParams>(
     x: Tensor<4>,
     bn: &N,
     residual: Option<Tensor<4>>,
     relu_after: bool,
 ) -> Tensor<4> {
+    if let Some(dtype) = reduced(&x) {
+        let residual = residual.map(|r| r.cast(FloatDType::F32));
+        return batch_norm(x.cast(FloatDType::F32), bn, residual, relu_after).cast(dtype);
+    }
     if enabled() {
         let training = x.device().is_autodiff() && bn.is_training();
         // Synchronised statistics (SyncBatchNorm) take the layer's own forward below.
@@ -213,7 +263,7 @@ pub fn batch_norm<N: BatchNormParams>(
 
 /// `act(bn(conv(x)) + residual)`. In inference on flex, one kernel: the BatchNorm is folded
 /// into a per-channel scale and shift applied, with the residual and the ReLU, to each GEMM
-/// output tile. In training, [`conv2d`] then [`batch_norm`].
+/// output tile. In training, or for a bf16/f16 input, [`conv2d`] then [`batch_norm`].
 pub fn conv_bn<N: BatchNormParams>(
     x: Tensor<4>,
     conv: &Conv2d,
@@ -221,7 +271,7 @@ pub fn conv_bn<N: BatchNormParams>(
     residual: Option<Tensor<4>>,
     relu_after: bool,
 ) -> Tensor<4> {
-    if enabled() && !x.device().is_autodiff() {
+    if enabled() && !x.device().is_autodiff() && reduced(&x).is_none() {
         let fused = conv_shape(x.dims(), conv).and_then(|s| {
             let (scale, shift) = inference_fold(bn)?;
             let w = conv.weight.val();

@@ -69,6 +69,11 @@ fn wrap<const D: usize>(tracked: Option<AdTensor>, plain: Option<FlexTensor>) ->
     }
 }
 
+/// Whether `t` lives on flex (tracked by autodiff or not), whatever its dtype.
+pub(crate) fn is_flex<const D: usize>(t: &Tensor<D>) -> bool {
+    t.clone().try_into_primitive::<Flex>().is_ok() || t.clone().try_into_primitive::<Ad>().is_ok()
+}
+
 /// Host copy of a 1-D tensor's values, or `None` if it is not on flex.
 pub(crate) fn host_values(t: &Tensor<1>) -> Option<Vec<f32>> {
     Routed::of(t).map(|r| layout::contiguous(r.flex()).into_owned())

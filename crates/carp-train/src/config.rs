@@ -6,6 +6,7 @@
 use crate::error::TrainError;
 use carp_core::head::CarpHeadConfig;
 use carp_core::model::CarpModelConfig;
+use carp_core::precision::Precision;
 use carp_core::resnet::{Arch, ResNetConfig};
 use carp_core::step::EmaOrder;
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,10 @@ pub struct OptimConfig {
     /// In a data-parallel run, BatchNorm statistics over all processes (the release's
     /// SyncBatchNorm) rather than per process [true].
     pub sync_bn: bool,
+    /// Float type of the forward and backward passes: `f32`, `bf16`, or `f16` with dynamic
+    /// loss scaling (the release trains in f16); weights, LARS and EMA state, BatchNorm
+    /// statistics and the loss stay f32 [f32].
+    pub precision: Precision,
 }
 
 impl Default for OptimConfig {
@@ -128,6 +133,7 @@ impl Default for OptimConfig {
             momentum_teacher_end: 1.0,
             ema_order: EmaOrder::BeforeStep,
             sync_bn: true,
+            precision: Precision::F32,
         }
     }
 }

@@ -37,6 +37,18 @@ pub struct StepRecord {
     pub diagnostics: Option<Diagnostics>,
     /// Whether the collapse detector flags the run at this step.
     pub collapse: bool,
+    /// f16 loss scaling (absent in f32 and bf16 runs), flattened into the line.
+    #[serde(flatten)]
+    pub scaler: Option<ScalerRecord>,
+}
+
+/// The f16 loss scaler's state in a metrics line.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ScalerRecord {
+    /// The loss scale after this step.
+    pub loss_scale: f64,
+    /// Optimiser steps skipped on a gradient overflow (inf/NaN) by this process so far.
+    pub overflow_steps: usize,
 }
 
 /// Appends [`StepRecord`]s to a JSON-lines file.

@@ -127,6 +127,7 @@ impl Monitor {
             skipped_steps,
             diagnostics: Some(diagnostics),
             collapse,
+            scaler: report.scaler,
         };
         debug!(
             step,
@@ -248,6 +249,16 @@ fn tensorboard_values(r: &StepRecord, p: &StepProbe) -> Vec<(String, Value)> {
     .into_iter()
     .map(|(t, x)| (t.to_string(), Value::Scalar(x as f32)))
     .collect();
+    if let Some(sc) = &r.scaler {
+        v.push((
+            "precision/loss_scale".into(),
+            Value::Scalar(sc.loss_scale as f32),
+        ));
+        v.push((
+            "precision/overflow_steps".into(),
+            Value::Scalar(sc.overflow_steps as f32),
+        ));
+    }
     if let Some(d) = &r.diagnostics {
         for (t, x) in [
             ("health/entropy_ratio", d.entropy_ratio),

@@ -42,6 +42,8 @@ pub struct Summary {
     pub interrupted: bool,
     /// Steps skipped by `--nan-policy skip-step` in this process.
     pub skipped_steps: usize,
+    /// Optimiser steps the f16 loss scaler skipped on a gradient overflow, in this process.
+    pub overflow_steps: usize,
     /// Whether the collapse detector flagged the run at its last logged step.
     pub collapse: bool,
     /// Loss terms of the last logged step.
@@ -183,6 +185,7 @@ fn finish(
         world_size,
         interrupted,
         skipped_steps,
+        overflow_steps: trainer.overflow_steps(),
         collapse,
         last,
         knn,

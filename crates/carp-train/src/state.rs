@@ -3,7 +3,8 @@
 //! One safetensors file holds `student.*` and `teacher.*` (parameters and BatchNorm running
 //! statistics, by module path), `optim.momentum.*` (LARS buffers) and JSON metadata: the
 //! next step, the epoch, the seed, the number of processes and the resolved configuration
-//! (nothing per process: any rank count resumes it at the same global batch). Randomness needs no saved
+//! (nothing per process: any rank count resumes it at the same global batch), and in f16 runs
+//! the loss scaler (`grad_scaler`, PyTorch's `GradScaler.state_dict()` keys). Randomness needs no saved
 //! generator state: every draw derives from (seed, epoch, step or sample index).
 
 use crate::config::Config;
@@ -11,6 +12,7 @@ use crate::error::TrainError;
 use burn::tensor::{Device, Tensor, TensorData};
 use carp_core::lars::Lars;
 use carp_core::model::StudentTeacher;
+use carp_core::scaler::GradScaler;
 use carp_io::checkpoint::{CarpFile, RUN_FORMAT};
 use carp_io::params::{self, ApplyIssue, HostTensor};
 use carp_io::{Checkpoint, CheckpointError};
@@ -25,6 +27,7 @@ const MOMENTUM: &str = "optim.momentum.";
 pub fn snapshot(
     model: &StudentTeacher,
     lars: &Lars,
+    scaler: Option<&GradScaler>,
     next_step: usize,
     epoch: usize,
     cfg: &Config,
@@ -38,7 +41,7 @@ pub fn snapshot(
             HostTensor::from_tensor(mu.clone()),
         );
     }
-    let meta = serde_json::json!({
+    let mut meta = serde_json::json!({
         "format": RUN_FORMAT,
         "version": VERSION,
         "next_step": next_step,
@@ -47,7 +50,26 @@ pub fn snapshot(
         "world_size": world,
         "config": cfg.to_toml(),
     });
+    if let Some(scaler) = scaler {
+        meta[GRAD_SCALER] = serde_json::to_value(scaler).expect("scaler serialises");
+    }
     Checkpoint { tensors, meta }
+}
+
+/// Metadata key of the f16 loss scaler's state.
+pub const GRAD_SCALER: &str = "grad_scaler";
+
+/// The f16 loss scaler saved in a checkpoint, if any (`None` for f32 and bf16 runs).
+pub fn restore_scaler(ckpt: &Checkpoint, path: &Path) -> Result<Option<GradScaler>, TrainError> {
+    match ckpt.meta.get(GRAD_SCALER) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| TrainError::Resume {
+                path: path.to_path_buf(),
+                message: format!("unreadable `{GRAD_SCALER}` state: {e}"),
+            }),
+    }
 }
 
 /// Restores `model` and `lars` from a checkpoint; returns the step to continue from.

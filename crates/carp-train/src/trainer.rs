@@ -13,6 +13,7 @@ use crate::data::RunData;
 use crate::diagnostics::StepProbe;
 use crate::error::TrainError;
 use crate::eval::{log_knn_point, teacher_knn};
+use crate::metrics::ScalerRecord;
 use crate::monitor::Monitor;
 use crate::progress::{Observer, RunEvent};
 use crate::schedules::Schedules;
@@ -26,6 +27,8 @@ use carp_core::data_parallel::average_gradients;
 use carp_core::lars::Lars;
 use carp_core::model::{CarpModel, StudentTeacher};
 use carp_core::partition::Partition;
+use carp_core::precision::Precision;
+use carp_core::scaler::GradScaler;
 use carp_core::step::{
     apply_update, first_non_finite_gradient, forward_backward, StepLosses, StepOutput,
     StepSchedule, StepViews,
@@ -53,8 +56,10 @@ pub struct StepReport {
     pub partition: Partition,
     /// Images per view, B.
     pub batch: usize,
-    /// What was non-finite, when the NaN policy skipped the step.
+    /// What was non-finite, when the NaN policy or the f16 loss scaler skipped the step.
     pub skipped: Option<String>,
+    /// The f16 loss scaler after the step (`None` in f32 and bf16).
+    pub scaler: Option<ScalerRecord>,
 }
 
 /// A pretraining run in progress: the student/teacher pair, LARS, the schedules, the
@@ -84,6 +89,10 @@ pub struct Trainer<'a> {
     /// Non-finite steps skipped by this process, and in a row.
     skipped: usize,
     skip_streak: usize,
+    /// f16 dynamic loss scaling (`None` in f32 and bf16).
+    scaler: Option<GradScaler>,
+    /// Optimiser steps the scaler skipped on a gradient overflow, in this process.
+    overflow_steps: usize,
     monitor: Monitor,
     observer: &'a mut dyn Observer,
     /// The processes sharing each step (one: a single-process run).
@@ -120,9 +129,11 @@ impl<'a> Trainer<'a> {
             0 => total,
             max => max.min(total),
         };
+        check_precision(cfg, device)?;
         log_start(cfg, &data, &out, spe, total, world);
         let train_device = device.clone().autodiff();
-        let (mut model, lars, start) = init_or_resume(cfg, &out, &train_device, device, world)?;
+        let (mut model, lars, start, scaler) =
+            init_or_resume(cfg, &out, &train_device, device, world)?;
         agree_on_start(&group, start, &out)?;
         if world > 1 {
             model.set_groups(Some(group.clone()), cfg.optim.sync_bn);
@@ -155,6 +166,8 @@ impl<'a> Trainer<'a> {
             end,
             skipped: 0,
             skip_streak: 0,
+            scaler,
+            overflow_steps: 0,
             monitor,
             observer,
             group,
@@ -169,17 +182,21 @@ impl<'a> Trainer<'a> {
     pub fn step(&mut self, batch: ViewBatch) -> Result<StepReport, TrainError> {
         let (it, accum) = (self.next, self.cfg.optim.accumulation_steps);
         let b = batch.batch_size();
-        let views = views_on_device(batch, &self.train_device);
+        // the networks run in the views' float type (optim.precision)
+        let views = views_on_device(batch, &self.train_device).cast(self.cfg.optim.precision);
         // random partition: a pure function of (seed, step)
         let partition = Partition::random(
             self.cfg.model.out_dim,
             self.cfg.model.partition_size,
             &mut partition_rng(self.cfg.run.seed, it),
         );
-        // forward (teacher on the global views, student on all) and backward
-        let mut out = forward_backward(self.model(), &views, &partition, 1.0 / accum as f64);
+        // forward (teacher on the global views, student on all) and backward; in f16 of the
+        // loss times the loss scale (the gradients are unscaled in `update`)
+        let loss_scale = self.scaler.as_ref().map_or(1.0, GradScaler::scale);
+        let mut out = forward_backward(self.model(), &views, &partition, loss_scale / accum as f64);
         let mut grads = std::mem::replace(&mut out.grads, GradientsParams::new());
-        // data parallel: the mean gradient and loss terms over the processes
+        // data parallel: the mean (still scaled) gradient and loss terms over the processes,
+        // so an overflow on any rank is seen, and the step skipped, on every rank
         if self.group.size() > 1 {
             grads = self.all_reduce(grads, &mut out.losses);
         }
@@ -187,9 +204,10 @@ impl<'a> Trainer<'a> {
         // finite check: loss terms, then every gradient
         let skipped = self.finite_check(it, &out.losses, &grads)?;
         // accumulate, or update: EMA teacher and LARS
+        let mut overflow = None;
         if skipped.is_none() {
             if accum == 1 {
-                self.update(grads, schedule);
+                overflow = self.update(grads, schedule);
             } else {
                 let student = &self.model.as_ref().expect("model present").student;
                 self.accumulator.accumulate(student, grads);
@@ -199,7 +217,7 @@ impl<'a> Trainer<'a> {
         if accum > 1 && (it + 1).is_multiple_of(accum) && self.pending > 0 {
             let grads = self.accumulator.grads();
             self.pending = 0;
-            self.update(grads, schedule);
+            overflow = self.update(grads, schedule);
         }
         self.next += 1;
         Ok(StepReport {
@@ -209,7 +227,11 @@ impl<'a> Trainer<'a> {
             outputs: out,
             partition,
             batch: b,
-            skipped,
+            skipped: skipped.or(overflow),
+            scaler: self.scaler.map(|s| ScalerRecord {
+                loss_scale: s.scale(),
+                overflow_steps: self.overflow_steps,
+            }),
         })
     }
 
@@ -260,7 +282,12 @@ impl<'a> Trainer<'a> {
         losses: &StepLosses,
         grads: &GradientsParams,
     ) -> Result<Option<String>, TrainError> {
+        // With f16 loss scaling an inf/NaN gradient is an overflow that the scaler handles
+        // at the optimiser step (`update`), not an error.
         let non_finite = non_finite_term(losses).or_else(|| {
+            if self.scaler.is_some() {
+                return None;
+            }
             first_non_finite_gradient(&self.model().student, grads)
                 .map(|p| format!("gradient of student.{p}"))
         });
@@ -300,8 +327,17 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// The optimiser half of a step (spec §5): EMA teacher update and LARS step.
-    fn update(&mut self, grads: GradientsParams, schedule: StepSchedule) {
+    /// The optimiser half of a step (spec §5): EMA teacher update and LARS step. In f16 the
+    /// gradients are unscaled first; on an overflow the LARS step is skipped (the EMA still
+    /// runs, as in the release), the loss scale backs off, and the reason is returned.
+    ///
+    /// Data parallelism: all-reduce `grads` before this function, i.e. before unscaling, so
+    /// that an overflow on any process skips the step on all of them (PyTorch's order).
+    fn update(&mut self, grads: GradientsParams, schedule: StepSchedule) -> Option<String> {
+        let (grads, overflow) = match self.scaler {
+            Some(scaler) => self.unscale(scaler, grads),
+            None => (grads, None),
+        };
         let model = self.model.take().expect("the model is only taken here");
         self.model = Some(apply_update(
             model,
@@ -310,6 +346,42 @@ impl<'a> Trainer<'a> {
             schedule,
             self.cfg.optim.ema_order,
         ));
+        overflow
+    }
+
+    /// f16: the gradients times 1/S, or no gradients (the LARS step is skipped) when one held
+    /// an inf/NaN; moves the loss scale either way and logs a skipped step.
+    fn unscale(
+        &mut self,
+        scaler: GradScaler,
+        grads: GradientsParams,
+    ) -> (GradientsParams, Option<String>) {
+        let out = scaler.unscale(&self.model().student, grads);
+        let mut next = scaler;
+        next.update(out.overflow.is_some());
+        self.scaler = Some(next);
+        let Some(param) = out.overflow else {
+            return (out.grads, None);
+        };
+        self.overflow_steps += 1;
+        let step = self.next;
+        let term = format!(
+            "f16 gradient overflow (student.{param}) at loss scale {}: optimiser step \
+             skipped, scale now {}",
+            scaler.scale(),
+            next.scale()
+        );
+        warn!(
+            step,
+            loss_scale = next.scale(),
+            overflow_steps = self.overflow_steps,
+            "{term}"
+        );
+        self.observer.event(&RunEvent::Skipped {
+            step,
+            term: term.clone(),
+        });
+        (GradientsParams::new(), Some(term))
     }
 
     /// Records a finished step: epoch totals, and on logged steps the metrics line with the
@@ -377,6 +449,7 @@ impl<'a> Trainer<'a> {
         let ckpt = state::snapshot(
             self.model_ref(),
             &self.lars,
+            self.scaler.as_ref(),
             it,
             it / self.steps_per_epoch(),
             self.cfg,
@@ -489,6 +562,11 @@ impl<'a> Trainer<'a> {
         self.monitor.waited_for_data(secs);
     }
 
+    /// Optimiser steps the f16 loss scaler skipped on a gradient overflow, in this process.
+    pub fn overflow_steps(&self) -> usize {
+        self.overflow_steps
+    }
+
     /// Non-finite steps skipped by this process, the last logged record, and whether the
     /// collapse detector flags the run.
     pub fn health(&self) -> (usize, Option<crate::metrics::StepRecord>, bool) {
@@ -596,23 +674,63 @@ fn log_start(
     }
 }
 
-/// Fresh networks and LARS from the seed, or their state from the newest readable
-/// checkpoint in `out`; with the step to start from.
+/// Fresh networks, LARS and (f16) loss scaler from the seed, or their state from the newest
+/// readable checkpoint in `out`; with the step to start from.
 fn init_or_resume(
     cfg: &ValidConfig,
     out: &Path,
     train_device: &Device,
     optim_device: &Device,
     world: usize,
-) -> Result<(StudentTeacher, Lars, usize), TrainError> {
+) -> Result<(StudentTeacher, Lars, usize, Option<GradScaler>), TrainError> {
     let model = StudentTeacher::new(&cfg.model_config(), train_device, cfg.run.seed);
     let mut lars = Lars::new(cfg.optim.momentum, cfg.optim.eta);
+    let scaler = cfg
+        .optim
+        .precision
+        .needs_loss_scaling()
+        .then(GradScaler::default);
     let Some((path, ckpt)) = state::latest_checkpoint(out) else {
-        return Ok((model, lars, 0));
+        return Ok((model, lars, 0, scaler));
     };
     let (model, start) = state::restore(&ckpt, &path, model, &mut lars, cfg, optim_device, world)?;
+    let scaler = match (scaler, state::restore_scaler(&ckpt, &path)?) {
+        (Some(_), Some(saved)) => Some(saved),
+        (Some(fresh), None) => {
+            info!(
+                loss_scale = fresh.scale(),
+                "the checkpoint has no loss scaler state (not an f16 run): starting a new one"
+            );
+            Some(fresh)
+        }
+        (None, _) => None,
+    };
     info!(step = start, path = %path.display(), "resumed");
-    Ok((model, lars, start))
+    Ok((model, lars, start, scaler))
+}
+
+/// An error naming `optim.precision` when `device` cannot compute in its float type.
+fn check_precision(cfg: &ValidConfig, device: &Device) -> Result<(), TrainError> {
+    let precision = cfg.optim.precision;
+    if precision.is_supported_on(device) {
+        return Ok(());
+    }
+    Err(TrainError::Config {
+        key: "optim.precision".into(),
+        message: format!(
+            "device `{}` has no {precision} arithmetic (Burn reports {:?} as not generally \
+             supported there); use f32{}",
+            cfg.run.device,
+            precision.dtype(),
+            if Precision::Bf16.is_supported_on(device) {
+                " or bf16"
+            } else if Precision::F16.is_supported_on(device) {
+                " or f16"
+            } else {
+                ""
+            }
+        ),
+    })
 }
 
 /// The step's view groups as tensors on `device`.

@@ -139,6 +139,15 @@ pub struct Args {
     /// Do not write TensorBoard event files.
     #[arg(long)]
     pub no_tensorboard: bool,
+    /// Float type of the forward and backward passes: f32, bf16, or f16 with dynamic loss
+    /// scaling; weights, optimiser state and the loss stay f32. bf16/f16 save memory and
+    /// time on GPUs with half-precision units; on a CPU they are slower than f32.
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
+    /// The release's switch: `--use_fp16 true` means `--precision f16`, `false` f32.
+    #[arg(long = "use_fp16", hide = true, conflicts_with = "precision", value_parser = bool_flag)]
+    #[serde(serialize_with = "use_fp16_precision")]
+    pub use_fp16: Option<bool>,
 }
 
 /// The configuration key each flag sets: `(field, key)`, the flag being the field in
@@ -179,7 +188,39 @@ pub const KEYS: &[(&str, &str)] = &[
     ("nan_policy", "monitor.nan_policy"),
     ("checkpoint_every", "run.checkpoint_every"),
     ("no_tensorboard", "!monitor.tensorboard"),
+    ("precision", "optim.precision"),
+    ("use_fp16", "optim.precision"),
 ];
+
+/// `--precision` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionArg {
+    /// f32 everywhere.
+    F32,
+    /// bfloat16 forward and backward.
+    Bf16,
+    /// IEEE half forward and backward, with dynamic loss scaling.
+    F16,
+}
+
+/// The release's `utils.bool_flag`: on/true/1 or off/false/0.
+fn bool_flag(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("expected true/false, on/off or 1/0, got `{s}`")),
+    }
+}
+
+/// `--use_fp16 true|false` as the `optim.precision` value it stands for.
+fn use_fp16_precision<S: serde::Serializer>(v: &Option<bool>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(true) => s.serialize_some("f16"),
+        Some(false) => s.serialize_some("f32"),
+        None => s.serialize_none(),
+    }
+}
 
 /// `--nan-policy` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -322,6 +363,12 @@ fn train(args: Args, mut progress: Progress, world: &World) -> anyhow::Result<Ex
     if summary.skipped_steps > 0 {
         println!("skipped steps (non-finite): {}", summary.skipped_steps);
     }
+    if summary.overflow_steps > 0 {
+        println!(
+            "f16 overflow steps (optimiser step skipped, loss scale halved): {}",
+            summary.overflow_steps
+        );
+    }
     if summary.collapse {
         println!("warning: the collapse detector flagged this run (see the log and README, \"Watching a run\")");
     }
@@ -337,6 +384,7 @@ fn train(args: Args, mut progress: Progress, world: &World) -> anyhow::Result<Ex
 #[cfg(test)]
 mod tests {
     use super::*;
+    use carp_core::precision::Precision;
     use clap::Parser;
 
     #[derive(clap::Parser)]
@@ -420,9 +468,12 @@ mod tests {
             "--checkpoint-every",
             "7",
             "--no-tensorboard",
+            "--precision",
+            "bf16",
         ]);
         let values = cli.args.overrides();
-        assert_eq!(values.len(), KEYS.len());
+        // All but `--use_fp16`, which conflicts with `--precision` (tested below).
+        assert_eq!(values.len(), KEYS.len() - 1);
         let cfg = Config::default().with_values(&values, "flags").unwrap();
         assert_eq!(cfg.optim.base_lr, 0.5);
         assert_eq!(cfg.views.global_scale, [0.3, 1.0]);
@@ -433,7 +484,31 @@ mod tests {
             carp_train::config::NanPolicy::SkipStep
         );
         assert_eq!((cfg.run.out.as_str(), cfg.model.partition_size), ("o", 16));
+        assert_eq!(cfg.optim.precision, Precision::Bf16);
         // Nothing given, nothing set.
         assert!(Cli::parse_from(["carp"]).args.overrides().is_empty());
+    }
+
+    /// The release's `--use_fp16 true|false` sets `optim.precision` to f16 or f32, and
+    /// cannot be combined with `--precision`.
+    #[test]
+    fn use_fp16_maps_to_the_precision() {
+        for (value, want) in [
+            ("true", Precision::F16),
+            ("False", Precision::F32),
+            ("1", Precision::F16),
+        ] {
+            let cli = Cli::parse_from(["carp", "--use_fp16", value]);
+            let cfg = Config::default()
+                .with_values(&cli.args.overrides(), "flags")
+                .unwrap();
+            assert_eq!(cfg.optim.precision, want, "--use_fp16 {value}");
+        }
+        assert!(Cli::try_parse_from(["carp", "--use_fp16", "maybe"]).is_err());
+        assert!(Cli::try_parse_from(["carp", "--use_fp16", "true", "--precision", "f32"]).is_err());
+        assert_eq!(
+            crate::flags::flag_of("optim.precision").as_deref(),
+            Some("--precision")
+        );
     }
 }
