@@ -4,7 +4,12 @@
 //!
 //! ```text
 //! cargo bench -p carp-kernels --bench kernels -- [--threads 2] [--reps 3] [--only NAME]
+//!     [--no-burn] [--cpu]
 //! ```
+//!
+//! `--no-burn` skips Burn's columns (prints 0); `--cpu` reports process CPU milliseconds
+//! (user + system, Linux) instead of wall milliseconds, steadier on a loaded machine;
+//! `CARP_KERNELS=im2col` times carp's kernels without Winograd.
 //!
 //! Prints one row per layer shape: ms per call for each stack and the GFLOP/s of carp's.
 
@@ -63,13 +68,29 @@ fn conv(c: &Case, device: &Device) -> Conv2d {
         .init(device)
 }
 
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+/// CPU milliseconds (user + system) this process has used so far, from /proc (Linux; 10 ms
+/// ticks): steadier than wall time on a shared machine.
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat (Linux)");
+    // Fields after the command name (which ends with ')'): utime and stime are fields 14, 15.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks * 10.0
+}
+
+/// Milliseconds per call of `f`: wall clock, or process CPU time with `cpu`.
+fn time(reps: usize, cpu: bool, mut f: impl FnMut()) -> f64 {
     f();
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu_ms());
     for _ in 0..reps {
         f();
     }
-    t.elapsed().as_secs_f64() * 1e3 / reps as f64
+    if cpu {
+        (cpu_ms() - c) / reps as f64
+    } else {
+        t.elapsed().as_secs_f64() * 1e3 / reps as f64
+    }
 }
 
 fn main() {
@@ -77,6 +98,8 @@ fn main() {
     let threads: usize = arg(&args, "--threads", 2);
     let reps: usize = arg(&args, "--reps", 3);
     let only: String = arg(&args, "--only", String::new());
+    let no_burn = args.iter().any(|a| a == "--no-burn");
+    let cpu = args.iter().any(|a| a == "--cpu");
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -104,10 +127,12 @@ fn main() {
                 let y = carp_kernels::conv2d(input.clone(), &layer);
                 assert_eq!(y.dims()[0], b);
             };
-            if use_burn {
-                carp_kernels::with_burn_ops(|| time(reps, run))
+            if use_burn && no_burn {
+                0.0
+            } else if use_burn {
+                carp_kernels::with_burn_ops(|| time(reps, cpu, run))
             } else {
-                time(reps, run)
+                time(reps, cpu, run)
             }
         };
         let (fb, fc) = (fwd(true), fwd(false));
@@ -122,13 +147,17 @@ fn main() {
             let input = if use_burn { &xa } else { &xa_cl };
             let run = || {
                 let y = carp_kernels::conv2d(input.clone(), &layer_ad);
+                // Only the gradient's timing matters here, not the rounding of the sum.
+                #[allow(clippy::disallowed_methods)]
                 let grads = y.sum().backward();
                 let _ = layer_ad.weight.grad(&grads).unwrap().into_data();
             };
-            if use_burn {
-                carp_kernels::with_burn_ops(|| time(reps, run))
+            if use_burn && no_burn {
+                0.0
+            } else if use_burn {
+                carp_kernels::with_burn_ops(|| time(reps, cpu, run))
             } else {
-                time(reps, run)
+                time(reps, cpu, run)
             }
         };
         let (bb, bc) = (both(true), both(false));

@@ -20,6 +20,7 @@
 //! and the weight gradient sums fixed row ranges into separate partials that are added in
 //! index order (`weight_grad`). No buffer is read before it is written.
 
+use crate::winograd;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -170,23 +171,63 @@ pub fn unpack_weight_grad(s: &ConvShape, dwk: &[f32]) -> Vec<f32> {
     w
 }
 
-/// The flipped, transposed kernel of [`ConvShape::transposed`], packed like [`pack_weight`]
-/// packs that convolution's weight: `[C_in, KH·KW·C_out]`.
-fn pack_weight_flipped(s: &ConvShape, w: &[f32]) -> Vec<f32> {
+/// The weight of [`ConvShape::transposed`] in Burn's layout `[C_in, C_out, KH, KW]`: `w`
+/// flipped in both spatial dimensions with its channel axes swapped.
+fn flip_transpose(s: &ConvShape, w: &[f32]) -> Vec<f32> {
     let (co_n, ci_n, kh_n, kw_n) = (s.c_out, s.c_in, s.kh, s.kw);
-    let k_n = kh_n * kw_n * co_n;
     let mut wt = vec![0.0f32; w.len()];
     for co in 0..co_n {
         for ci in 0..ci_n {
             for kh in 0..kh_n {
                 for kw in 0..kw_n {
-                    let k = ((kh_n - 1 - kh) * kw_n + (kw_n - 1 - kw)) * co_n + co;
-                    wt[ci * k_n + k] = w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw];
+                    let to = ((ci * co_n + co) * kh_n + (kh_n - 1 - kh)) * kw_n + (kw_n - 1 - kw);
+                    wt[to] = w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw];
                 }
             }
         }
     }
     wt
+}
+
+/// A convolution weight prepared for the forward kernel that the shape selects: Winograd
+/// F(2x2, 3x3) for 3x3 stride-1 layers with enough channels ([`winograd::applies`]), im2col +
+/// GEMM otherwise. The choice depends on the shape only (and on `CARP_KERNELS=im2col`, which
+/// turns Winograd off for comparisons).
+pub enum PreparedWeight {
+    /// [`pack_weight`]'s `[C_out, K]`.
+    Im2col(Vec<f32>),
+    /// [`winograd::transform_weight`]'s `[16, C_out, C_in]`.
+    Winograd(Vec<f32>),
+}
+
+impl PreparedWeight {
+    /// Prepares `w` (Burn's layout `[C_out, C_in, KH, KW]`) for a convolution of shape `s`.
+    pub fn new(s: &ConvShape, w: &[f32]) -> PreparedWeight {
+        if winograd::applies(s) && crate::winograd_enabled() {
+            PreparedWeight::Winograd(winograd::transform_weight(s, w))
+        } else {
+            PreparedWeight::Im2col(pack_weight(s, w))
+        }
+    }
+}
+
+/// Forward convolution with a [`PreparedWeight`], then `epilogue(first_row, rows)` on each
+/// tile of output rows while it is in cache (see [`forward_epilogue`]).
+///
+/// # Panics
+///
+/// Panics if a buffer length does not match `s`.
+pub fn forward_prepared(
+    s: &ConvShape,
+    x: &[f32],
+    w: &PreparedWeight,
+    y: &mut [f32],
+    epilogue: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    match w {
+        PreparedWeight::Im2col(wk) => forward_epilogue(s, x, wk, y, epilogue),
+        PreparedWeight::Winograd(u) => winograd::forward_epilogue(s, x, u, y, epilogue),
+    }
 }
 
 /// Writes the im2col rows `r0..r0 + rows` of `x` into `col` (`[rows, K]`), zeros for padding.
@@ -270,7 +311,7 @@ fn col2im_add(s: &ConvShape, dcol: &[f32], r0: usize, rows: usize, dx: &mut [f32
 ///
 /// The pointers must cover the described matrices, and `dst` must not alias the inputs.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_rm(
+pub(crate) unsafe fn gemm_rm(
     m: usize,
     n: usize,
     k: usize,
@@ -466,8 +507,8 @@ pub fn input_grad(s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     );
     if s.stride == [1, 1] {
         let t = s.transposed();
-        let wt = pack_weight_flipped(s, w);
-        forward(&t, dy, &wt, dx);
+        let wt = PreparedWeight::new(&t, &flip_transpose(s, w));
+        forward_prepared(&t, dy, &wt, dx, &|_, _| {});
         return;
     }
     let wk = pack_weight(s, w);

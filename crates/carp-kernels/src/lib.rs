@@ -5,8 +5,9 @@
 //! autodiff, and Burn's ops on every other device (GPU backends, ndarray, gradient
 //! checkpointing), so a model written with them runs everywhere.
 //!
-//! - [`conv2d`]: `Conv2d::forward`; NHWC im2col tiles + large GEMMs (the `gemm` crate), with
-//!   custom input- and weight-gradient kernels registered in the autodiff graph ([`conv`]).
+//! - [`conv2d`]: `Conv2d::forward`; NHWC im2col tiles + large GEMMs (the `gemm` crate), or
+//!   Winograd F(2x2, 3x3) for 3x3 stride-1 layers ([`winograd`]), with custom input- and
+//!   weight-gradient kernels registered in the autodiff graph ([`conv`]).
 //! - [`batch_norm`]: `act(BatchNorm(x) + residual)` in one pass forward and two backward
 //!   ([`mod@batch_norm`]), for any module implementing [`BatchNormParams`].
 //! - [`conv_bn`]: both; in inference the BatchNorm (running statistics), the residual and
@@ -37,7 +38,8 @@
 //! assert_eq!(conv.weight.grad(&grads).unwrap().dims(), [8, 3, 3, 3]);
 //! ```
 //!
-//! Set `CARP_KERNELS=burn` in the environment to run Burn's ops instead (for comparisons).
+//! Set `CARP_KERNELS=burn` in the environment to run Burn's ops instead, or
+//! `CARP_KERNELS=im2col` to keep carp's kernels without Winograd (for comparisons).
 //!
 //! ## Reduced precision (bf16, f16)
 //!
@@ -57,6 +59,7 @@ pub mod conv;
 mod layout;
 mod ops;
 pub mod pool;
+pub mod winograd;
 
 use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
@@ -133,6 +136,13 @@ pub fn enabled() -> bool {
     static ENV: OnceLock<bool> = OnceLock::new();
     let env = *ENV.get_or_init(|| std::env::var("CARP_KERNELS").is_ok_and(|v| v == "burn"));
     !env && !DISABLED.with(Cell::get)
+}
+
+/// Whether 3x3 stride-1 convolutions use the Winograd kernel ([`winograd`]); off with
+/// `CARP_KERNELS=im2col`, for comparisons.
+pub(crate) fn winograd_enabled() -> bool {
+    static ENV: OnceLock<bool> = OnceLock::new();
+    *ENV.get_or_init(|| std::env::var("CARP_KERNELS").map_or(true, |v| v != "im2col"))
 }
 
 /// Runs `f` with carp's kernels switched off on this thread: every function of this crate

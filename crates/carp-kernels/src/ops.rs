@@ -84,9 +84,9 @@ pub(crate) fn host_values(t: &Tensor<1>) -> Option<Vec<f32>> {
 
 fn conv_forward(s: &ConvShape, x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
     let xd = layout::nhwc(x);
-    let wk = conv::pack_weight(s, &layout::contiguous(w));
+    let wk = conv::PreparedWeight::new(s, &layout::contiguous(w));
     let mut y = vec![0.0f32; s.rows() * s.c_out];
-    conv::forward(s, &xd, &wk, &mut y);
+    conv::forward_prepared(s, &xd, &wk, &mut y, &|_, _| {});
     layout::from_nhwc(y, [s.batch, s.c_out, s.out_h(), s.out_w()])
 }
 
@@ -350,10 +350,10 @@ pub(crate) fn conv2d_scale_shift(
         None => None,
     };
     let xd = layout::nhwc(&xp);
-    let wk = conv::pack_weight(&s, &layout::contiguous(&wp));
+    let wk = conv::PreparedWeight::new(&s, &layout::contiguous(&wp));
     let rd = rp.as_ref().map(layout::nhwc);
     let mut y = vec![0.0f32; s.rows() * s.c_out];
-    conv::forward_epilogue(&s, &xd, &wk, &mut y, &|r0, tile: &mut [f32]| {
+    conv::forward_prepared(&s, &xd, &wk, &mut y, &|r0, tile: &mut [f32]| {
         let res = rd
             .as_deref()
             .map(|r| &r[r0 * s.c_out..r0 * s.c_out + tile.len()]);

@@ -31,9 +31,14 @@ fn layer(ci: usize, co: usize, k: usize, s: usize, p: usize, device: &Device) ->
         .init(device)
 }
 
-/// Bits of every output and gradient of conv -> BN+ReLU -> conv(stride 2) -> BN + residual.
-fn run(device: &Device, seed_input: &[f32], convs: &[Conv2d; 3]) -> Vec<Vec<u32>> {
-    let data = TensorData::new(seed_input.to_vec(), [16, 32, 16, 16]);
+/// Bits of every output and gradient of conv -> BN+ReLU -> conv(stride 2) -> BN + residual
+/// -> 3x3 conv at 16x16 (Winograd, several blocks) -> 3x3 conv stride 2 -> 3x3 conv at 8x8
+/// (Winograd, one block of parallel GEMMs), each with BN+ReLU.
+// Burn's `Tensor::sum` is exact enough and deterministic below 4 Mi elements (issue 15);
+// these tensors are far smaller, and carp-kernels cannot depend on carp-core's ordered_sum.
+#[allow(clippy::disallowed_methods)]
+fn run(device: &Device, seed_input: &[f32], convs: &[Conv2d; 6]) -> Vec<Vec<u32>> {
+    let data = TensorData::new(seed_input.to_vec(), [16, 32, 32, 32]);
     let x = Tensor::<4>::from_data(data, device).require_grad();
     let bn1 = BatchNormConfig::new(64).init(device);
     let bn2 = BatchNormConfig::new(128).init(device);
@@ -41,6 +46,10 @@ fn run(device: &Device, seed_input: &[f32], convs: &[Conv2d; 3]) -> Vec<Vec<u32>
     let a = carp_kernels::conv_bn(x.clone(), &convs[0], &bn1, None, true);
     let identity = carp_kernels::conv_bn(a.clone(), &convs[2], &bn3, None, false);
     let y = carp_kernels::conv_bn(a, &convs[1], &bn2, Some(identity), true);
+    let bn = || BatchNormConfig::new(128).init(device);
+    let y = carp_kernels::conv_bn(y, &convs[3], &bn(), None, true);
+    let y = carp_kernels::conv_bn(y, &convs[4], &bn(), None, true);
+    let y = carp_kernels::conv_bn(y, &convs[5], &bn(), None, true);
     let grads = (y.clone() * y.clone()).sum().backward();
     let mut out = vec![values(y), values(x.grad(&grads).unwrap())];
     for c in convs {
@@ -55,7 +64,7 @@ fn run(device: &Device, seed_input: &[f32], convs: &[Conv2d; 3]) -> Vec<Vec<u32>
 fn kernels_give_identical_bits_across_thread_counts_and_busy_workers() {
     let device = Device::flex().autodiff();
     let input: Vec<f32> =
-        Tensor::<1>::random([16 * 32 * 16 * 16], Distribution::Normal(0.0, 1.0), &device)
+        Tensor::<1>::random([16 * 32 * 32 * 32], Distribution::Normal(0.0, 1.0), &device)
             .into_data()
             .try_to_vec::<f32>()
             .unwrap();
@@ -63,6 +72,9 @@ fn kernels_give_identical_bits_across_thread_counts_and_busy_workers() {
         layer(32, 64, 3, 1, 1, &device),
         layer(64, 128, 3, 2, 1, &device),
         layer(64, 128, 1, 2, 0, &device),
+        layer(128, 128, 3, 1, 1, &device),
+        layer(128, 128, 3, 2, 1, &device),
+        layer(128, 128, 3, 1, 1, &device),
     ];
     let mut reference: Option<Vec<Vec<u32>>> = None;
     for (threads, busy) in [(1, false), (2, false), (3, false), (2, true), (3, true)] {
