@@ -137,37 +137,55 @@ fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 
 /// Repacks `w` `[C_out, C_in, KH, KW]` into `wk` `[C_out, K]`, k = (kh, kw, ci).
 pub fn pack_weight(s: &ConvShape, w: &[f32]) -> Vec<f32> {
-    let (co_n, ci_n, kh_n, kw_n) = (s.c_out, s.c_in, s.kh, s.kw);
-    assert_eq!(w.len(), co_n * ci_n * kh_n * kw_n, "weight length");
+    let (ci_n, kh_n, kw_n) = (s.c_in, s.kh, s.kw);
+    assert_eq!(w.len(), s.c_out * ci_n * kh_n * kw_n, "weight length");
     let k_n = s.k();
     let mut wk = vec![0.0f32; w.len()];
-    for co in 0..co_n {
-        for ci in 0..ci_n {
-            for kh in 0..kh_n {
-                for kw in 0..kw_n {
-                    let k = (kh * kw_n + kw) * ci_n + ci;
-                    wk[co * k_n + k] = w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw];
+    // One output channel per task (a plain copy: no bits depend on the split).
+    wk.par_chunks_exact_mut(k_n.max(1))
+        .zip(w.par_chunks_exact(k_n.max(1)))
+        .for_each(|(dst, src)| {
+            for ci in 0..ci_n {
+                for kh in 0..kh_n {
+                    for kw in 0..kw_n {
+                        dst[(kh * kw_n + kw) * ci_n + ci] = src[(ci * kh_n + kh) * kw_n + kw];
+                    }
                 }
             }
-        }
-    }
+        });
     wk
 }
 
 /// The weight gradient `dwk` `[K, C_out]` back in Burn's layout `[C_out, C_in, KH, KW]`.
 pub fn unpack_weight_grad(s: &ConvShape, dwk: &[f32]) -> Vec<f32> {
+    unpack_weight_grad_sum(s, std::slice::from_ref(&dwk))
+}
+
+/// The sum of the partial weight gradients `parts` (each `[K, C_out]`), added in their
+/// order, in Burn's layout `[C_out, C_in, KH, KW]`.
+fn unpack_weight_grad_sum<P: AsRef<[f32]> + Sync>(s: &ConvShape, parts: &[P]) -> Vec<f32> {
     let (co_n, ci_n, kh_n, kw_n) = (s.c_out, s.c_in, s.kh, s.kw);
-    let mut w = vec![0.0f32; dwk.len()];
-    for co in 0..co_n {
-        for ci in 0..ci_n {
-            for kh in 0..kh_n {
-                for kw in 0..kw_n {
-                    let k = (kh * kw_n + kw) * ci_n + ci;
-                    w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw] = dwk[k * co_n + co];
+    let k_n = s.k();
+    let (first, rest) = parts.split_first().expect("at least one partial");
+    assert_eq!(first.as_ref().len(), k_n * co_n, "weight gradient length");
+    let mut w = vec![0.0f32; k_n * co_n];
+    // One output channel per task; each element adds the partials in the same order.
+    w.par_chunks_exact_mut(k_n.max(1))
+        .enumerate()
+        .for_each(|(co, dst)| {
+            for ci in 0..ci_n {
+                for kh in 0..kh_n {
+                    for kw in 0..kw_n {
+                        let at = ((kh * kw_n + kw) * ci_n + ci) * co_n + co;
+                        let mut v = first.as_ref()[at];
+                        for p in rest {
+                            v += p.as_ref()[at];
+                        }
+                        dst[(ci * kh_n + kh) * kw_n + kw] = v;
+                    }
                 }
             }
-        }
-    }
+        });
     w
 }
 
@@ -176,16 +194,20 @@ pub fn unpack_weight_grad(s: &ConvShape, dwk: &[f32]) -> Vec<f32> {
 fn flip_transpose(s: &ConvShape, w: &[f32]) -> Vec<f32> {
     let (co_n, ci_n, kh_n, kw_n) = (s.c_out, s.c_in, s.kh, s.kw);
     let mut wt = vec![0.0f32; w.len()];
-    for co in 0..co_n {
-        for ci in 0..ci_n {
-            for kh in 0..kh_n {
-                for kw in 0..kw_n {
-                    let to = ((ci * co_n + co) * kh_n + (kh_n - 1 - kh)) * kw_n + (kw_n - 1 - kw);
-                    wt[to] = w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw];
+    let per = co_n * kh_n * kw_n;
+    // One input channel (an output channel of the transposed weight) per task.
+    wt.par_chunks_exact_mut(per.max(1))
+        .enumerate()
+        .for_each(|(ci, dst)| {
+            for co in 0..co_n {
+                for kh in 0..kh_n {
+                    for kw in 0..kw_n {
+                        let to = (co * kh_n + (kh_n - 1 - kh)) * kw_n + (kw_n - 1 - kw);
+                        dst[to] = w[((co * ci_n + ci) * kh_n + kh) * kw_n + kw];
+                    }
                 }
             }
-        }
-    }
+        });
     wt
 }
 
@@ -661,14 +683,7 @@ pub fn weight_grad(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     } else {
         (0..splits).into_par_iter().map(partial).collect()
     };
-    let mut parts = parts.into_iter();
-    let mut dwk = parts.next().expect("at least one split");
-    for p in parts {
-        for (a, b) in dwk.iter_mut().zip(&p) {
-            *a += b;
-        }
-    }
-    unpack_weight_grad(s, &dwk)
+    unpack_weight_grad_sum(s, &parts)
 }
 
 #[cfg(test)]

@@ -72,24 +72,20 @@ pub fn transform_weight(s: &ConvShape, w: &[f32]) -> Vec<f32> {
         [0.0, 0.0, 1.0],
     ];
     let mut u = vec![0.0f32; 16 * co_n * ci_n];
-    for co in 0..co_n {
-        for ci in 0..ci_n {
-            let g = &w[(co * ci_n + ci) * 9..(co * ci_n + ci + 1) * 9];
-            // gg = G g  [4, 3]
-            let mut gg = [[0.0f64; 3]; 4];
-            for (i, row) in gg.iter_mut().enumerate() {
-                for (b, v) in row.iter_mut().enumerate() {
-                    *v = (0..3).map(|a| G[i][a] * g[a * 3 + b] as f64).sum();
-                }
+    // One ξ plane per task: the planes are independent and each is [C_out, C_in].
+    u.par_chunks_exact_mut(co_n * ci_n)
+        .enumerate()
+        .for_each(|(xi, plane)| {
+            let (i, j) = (xi / 4, xi % 4);
+            for (pair, out) in plane.iter_mut().enumerate() {
+                let g = &w[pair * 9..(pair + 1) * 9];
+                // (G g)[i, b], then Σ_b (G g)[i, b] G[j, b].
+                let gg: [f64; 3] =
+                    std::array::from_fn(|b| (0..3).map(|a| G[i][a] * g[a * 3 + b] as f64).sum());
+                let v: f64 = (0..3).map(|b| gg[b] * G[j][b]).sum();
+                *out = v as f32;
             }
-            for i in 0..4 {
-                for j in 0..4 {
-                    let v: f64 = (0..3).map(|b| gg[i][b] * G[j][b]).sum();
-                    u[((i * 4 + j) * co_n + co) * ci_n + ci] = v as f32;
-                }
-            }
-        }
-    }
+        });
     u
 }
 
@@ -125,12 +121,23 @@ thread_local! {
 /// `v` for the tiles of tile rows `r0..r0 + rows`: 16 planes of [`plane_stride`] floats,
 /// each `[tiles, C_in]`.
 fn transform_input(s: &ConvShape, x: &[f32], r0: usize, rows: usize, v: &mut [f32]) {
+    let n_tiles = rows * tiles(s).0;
+    let mut planes: Vec<&mut [f32]> = v.chunks_exact_mut(plane_stride(n_tiles, s.c_in)).collect();
+    transform_input_planes(s, x, r0, rows, &mut planes);
+}
+
+/// [`transform_input`] into 16 separate plane slices, each `[tiles, C_in]` for the tiles of
+/// tile rows `r0..r0 + rows` (slices of larger planes, filled in parallel).
+fn transform_input_planes(
+    s: &ConvShape,
+    x: &[f32],
+    r0: usize,
+    rows: usize,
+    planes: &mut [&mut [f32]],
+) {
     let (tiles_w, tiles_h) = tiles(s);
     let c = s.c_in;
-    let n_tiles = rows * tiles_w;
     let zeros = vec![0.0f32; c];
-    let mut planes: Vec<&mut [f32]> = v.chunks_exact_mut(plane_stride(n_tiles, c)).collect();
-    let planes: &mut [&mut [f32]] = &mut planes;
     for r in 0..rows {
         let (b, th) = ((r0 + r) / tiles_h, (r0 + r) % tiles_h);
         let image = &x[b * s.h * s.w * c..(b + 1) * s.h * s.w * c];
@@ -237,10 +244,22 @@ fn input_tile(src: &[&[f32]; 16], planes: &mut [&mut [f32]], at: usize, c: usize
 /// `Y = Aᵀ m A` for the tiles of tile rows `r0..r0 + rows` (`m`: 16 planes of
 /// [`plane_stride`] floats), written to `y`, the output pixels of those rows (`[pixels, C_out]`).
 fn transform_output(s: &ConvShape, m: &[f32], r0: usize, rows: usize, y: &mut [f32]) {
+    let n_tiles = rows * tiles(s).0;
+    let planes: Vec<&[f32]> = m.chunks_exact(plane_stride(n_tiles, s.c_out)).collect();
+    transform_output_planes(s, &planes, r0, rows, y);
+}
+
+/// [`transform_output`] from 16 separate plane slices, each `[tiles, C_out]` for the tiles
+/// of tile rows `r0..r0 + rows`.
+fn transform_output_planes(
+    s: &ConvShape,
+    planes: &[&[f32]],
+    r0: usize,
+    rows: usize,
+    y: &mut [f32],
+) {
     let (tiles_w, tiles_h) = tiles(s);
     let (oh_n, ow_n, c) = (s.out_h(), s.out_w(), s.c_out);
-    let n_tiles = rows * tiles_w;
-    let planes: Vec<&[f32]> = m.chunks_exact(plane_stride(n_tiles, c)).collect();
     // Output pixel of the block's first row.
     let first = pixel_start(s, r0);
     for r in 0..rows {
@@ -263,7 +282,7 @@ fn transform_output(s: &ConvShape, m: &[f32], r0: usize, rows: usize, y: &mut [f
                 rest = tail;
                 offset = at + c;
             }
-            output_tile(&planes, t * c, c, &mut dst);
+            output_tile(planes, t * c, c, &mut dst);
         }
     }
 }
@@ -312,30 +331,68 @@ fn pixel_start(s: &ConvShape, r: usize) -> usize {
     (b * s.out_h() + 2 * th) * s.out_w()
 }
 
-/// `m_ξ [tiles, C_out] = v_ξ [tiles, C_in] · u_ξᵀ` for the 16 positions.
-fn multiply(s: &ConvShape, n_tiles: usize, v: &[f32], u: &[f32], m: &mut [f32], parallel: bool) {
+/// `m_ξ [tiles, C_out] = v_ξ [tiles, C_in] · u_ξᵀ` for one position ξ, on this thread.
+fn multiply_plane(s: &ConvShape, n_tiles: usize, xi: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
     let (ci, co) = (s.c_in, s.c_out);
-    for xi in 0..16 {
-        // SAFETY: v_ξ is [tiles, C_in] row-major, u_ξ [C_out, C_in] (the right operand
-        // column-major), m_ξ [tiles, C_out]; the three do not overlap.
-        unsafe {
-            crate::conv::gemm_rm(
-                n_tiles,
-                co,
-                ci,
-                m[xi * plane_stride(n_tiles, co)..].as_mut_ptr(),
-                co,
-                false,
-                v[xi * plane_stride(n_tiles, ci)..].as_ptr(),
-                ci as isize,
-                1,
-                u[xi * co * ci..].as_ptr(),
-                1,
-                ci as isize,
-                parallel,
-            )
-        };
+    assert!(
+        v.len() >= n_tiles * ci && m.len() >= n_tiles * co,
+        "plane length"
+    );
+    // SAFETY: v_ξ is [tiles, C_in] row-major, u_ξ [C_out, C_in] (the right operand
+    // column-major), m_ξ [tiles, C_out]; the three do not overlap.
+    unsafe {
+        crate::conv::gemm_rm(
+            n_tiles,
+            co,
+            ci,
+            m.as_mut_ptr(),
+            co,
+            false,
+            v.as_ptr(),
+            ci as isize,
+            1,
+            u[xi * co * ci..(xi + 1) * co * ci].as_ptr(),
+            1,
+            ci as isize,
+            false,
+        )
+    };
+}
+
+/// [`multiply_plane`] for the 16 positions of a block, one after the other.
+fn multiply(s: &ConvShape, n_tiles: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
+    let (vs, ms) = (
+        plane_stride(n_tiles, s.c_in),
+        plane_stride(n_tiles, s.c_out),
+    );
+    for (xi, (vp, mp)) in v.chunks_exact(vs).zip(m.chunks_exact_mut(ms)).enumerate() {
+        multiply_plane(s, n_tiles, xi, vp, u, mp);
     }
+}
+
+/// `y` cut into the contiguous output ranges of groups of `per` tile rows:
+/// `(first tile row, tile rows, output)` per group.
+fn split_rows<'a>(
+    s: &ConvShape,
+    y: &'a mut [f32],
+    per: usize,
+) -> Vec<(usize, usize, &'a mut [f32])> {
+    let tile_rows = s.batch * tiles(s).1;
+    let mut parts = Vec::with_capacity(tile_rows.div_ceil(per));
+    let mut rest: &mut [f32] = y;
+    for r0 in (0..tile_rows).step_by(per) {
+        let rows = per.min(tile_rows - r0);
+        let end = if r0 + rows == tile_rows {
+            s.rows()
+        } else {
+            pixel_start(s, r0 + rows)
+        };
+        let (part, tail) =
+            std::mem::take(&mut rest).split_at_mut((end - pixel_start(s, r0)) * s.c_out);
+        parts.push((r0, rows, part));
+        rest = tail;
+    }
+    parts
 }
 
 /// Forward convolution by Winograd F(2x2, 3x3): `y [M, C_out]` from `x` (NHWC) and `u`
@@ -364,88 +421,73 @@ pub fn forward_epilogue(
     let per_block = block_tile_rows(s);
     let blocks = tile_rows.div_ceil(per_block);
     let co = s.c_out;
-    // Split y into the blocks' contiguous output ranges.
-    let mut parts: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(blocks);
-    let mut rest: &mut [f32] = y;
-    for blk in 0..blocks {
-        let r0 = blk * per_block;
-        let rows = per_block.min(tile_rows - r0);
-        let end = if r0 + rows == tile_rows {
-            s.rows()
-        } else {
-            pixel_start(s, r0 + rows)
-        };
-        let (part, tail) = std::mem::take(&mut rest).split_at_mut((end - pixel_start(s, r0)) * co);
-        parts.push((r0, rows, part));
-        rest = tail;
-    }
     if blocks < 4 {
-        // Few blocks (large weights, small images): all tiles at once, each GEMM parallel
-        // inside. Chosen by shape only, like the block size.
+        // Few blocks (large weights, small images): all tiles at once, chosen by shape only,
+        // like the block size. The 16 GEMMs run in parallel with each other (each on one
+        // thread, so that none waits on a GEMM's internal barriers), the transforms in
+        // parallel over groups of tile rows, each writing its tile range of every plane.
         let n_tiles = tile_rows * tiles_w;
-        let mut v = vec![0.0f32; 16 * plane_stride(n_tiles, s.c_in)];
-        let mut m = vec![0.0f32; 16 * plane_stride(n_tiles, co)];
-        transform_input_parallel(s, x, tile_rows, &mut v);
-        multiply(s, n_tiles, &v, u, &mut m, true);
-        drop(v);
-        // The output transform needs whole planes; run it per block of tile rows in parallel
-        // over planes sliced by tile index.
-        parts.into_par_iter().for_each(|(r0, rows, part)| {
-            let n = rows * tiles_w;
-            let t0 = r0 * tiles_w;
-            let mut local = vec![0.0f32; 16 * plane_stride(n, co)];
-            for (xi, dst) in local.chunks_exact_mut(plane_stride(n, co)).enumerate() {
-                let from = xi * plane_stride(n_tiles, co) + t0 * co;
-                dst[..n * co].copy_from_slice(&m[from..from + n * co]);
+        let (vs, ms) = (plane_stride(n_tiles, s.c_in), plane_stride(n_tiles, co));
+        let mut v = vec![0.0f32; 16 * vs];
+        let mut m = vec![0.0f32; 16 * ms];
+        // Groups of tile rows for the transforms: 16, so that both sides of the GEMMs
+        // keep every thread busy however few blocks there are.
+        let group = tile_rows.div_ceil(16).max(1);
+        let mut groups: Vec<Vec<&mut [f32]>> = (0..tile_rows.div_ceil(group))
+            .map(|_| Vec::with_capacity(16))
+            .collect();
+        for plane in v.chunks_exact_mut(vs) {
+            for (g, piece) in plane[..n_tiles * s.c_in]
+                .chunks_mut(group * tiles_w * s.c_in)
+                .enumerate()
+            {
+                groups[g].push(piece);
             }
-            transform_output(s, &local, r0, rows, part);
-            epilogue(pixel_start(s, r0), part);
-        });
+        }
+        groups
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(g, mut planes)| {
+                let r0 = g * group;
+                transform_input_planes(s, x, r0, group.min(tile_rows - r0), &mut planes);
+            });
+        m.par_chunks_exact_mut(ms)
+            .zip(v.par_chunks_exact(vs))
+            .enumerate()
+            .for_each(|(xi, (mp, vp))| multiply_plane(s, n_tiles, xi, vp, u, mp));
+        drop(v);
+        split_rows(s, y, group)
+            .into_par_iter()
+            .for_each(|(r0, rows, part)| {
+                let (t0, n) = (r0 * tiles_w, rows * tiles_w);
+                let planes: Vec<&[f32]> = m
+                    .chunks_exact(ms)
+                    .map(|plane| &plane[t0 * co..(t0 + n) * co])
+                    .collect();
+                transform_output_planes(s, &planes, r0, rows, part);
+                epilogue(pixel_start(s, r0), part);
+            });
         return;
     }
-    parts.into_par_iter().for_each(|(r0, rows, part)| {
-        let n = rows * tiles_w;
-        BUFS.with(|cell| {
-            let (v, m) = &mut *cell.borrow_mut();
-            let (vl, ml) = (16 * plane_stride(n, s.c_in), 16 * plane_stride(n, co));
-            if v.len() < vl {
-                v.resize(vl, 0.0);
-            }
-            if m.len() < ml {
-                m.resize(ml, 0.0);
-            }
-            transform_input(s, x, r0, rows, &mut v[..vl]);
-            multiply(s, n, &v[..vl], u, &mut m[..ml], false);
-            transform_output(s, &m[..ml], r0, rows, part);
-        });
-        epilogue(pixel_start(s, r0), part);
-    });
-}
-
-/// [`transform_input`] of all `tile_rows` tile rows, in parallel over groups of tile rows
-/// (each writes its own tile range of every plane).
-fn transform_input_parallel(s: &ConvShape, x: &[f32], tile_rows: usize, v: &mut [f32]) {
-    let (tiles_w, _) = tiles(s);
-    let c = s.c_in;
-    let n_tiles = tile_rows * tiles_w;
-    let group = tile_rows.div_ceil(16).max(1);
-    let groups: Vec<(usize, usize, Vec<f32>)> = (0..tile_rows.div_ceil(group))
+    split_rows(s, y, per_block)
         .into_par_iter()
-        .map(|g| {
-            let r0 = g * group;
-            let rows = group.min(tile_rows - r0);
-            let mut local = vec![0.0f32; 16 * plane_stride(rows * tiles_w, c)];
-            transform_input(s, x, r0, rows, &mut local);
-            (r0, rows, local)
-        })
-        .collect();
-    for (r0, rows, local) in groups {
-        let n = rows * tiles_w;
-        for (xi, src) in local.chunks_exact(plane_stride(n, c)).enumerate() {
-            let at = xi * plane_stride(n_tiles, c) + r0 * tiles_w * c;
-            v[at..at + n * c].copy_from_slice(&src[..n * c]);
-        }
-    }
+        .for_each(|(r0, rows, part)| {
+            let n = rows * tiles_w;
+            BUFS.with(|cell| {
+                let (v, m) = &mut *cell.borrow_mut();
+                let (vl, ml) = (16 * plane_stride(n, s.c_in), 16 * plane_stride(n, co));
+                if v.len() < vl {
+                    v.resize(vl, 0.0);
+                }
+                if m.len() < ml {
+                    m.resize(ml, 0.0);
+                }
+                transform_input(s, x, r0, rows, &mut v[..vl]);
+                multiply(s, n, &v[..vl], u, &mut m[..ml]);
+                transform_output(s, &m[..ml], r0, rows, part);
+            });
+            epilogue(pixel_start(s, r0), part);
+        });
 }
 
 #[cfg(test)]
