@@ -38,13 +38,7 @@ pub fn batch_stats(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
         .map(|chunk| {
             let mut s = vec![0.0f32; c];
             let mut q = vec![0.0f32; c];
-            for row in chunk.chunks_exact(c) {
-                for i in 0..c {
-                    let d = row[i] - shift[i];
-                    s[i] += d;
-                    q[i] += d * d;
-                }
-            }
+            stats_rows(chunk, &shift, &mut s, &mut q);
             (s, q)
         })
         .collect();
@@ -102,6 +96,10 @@ pub fn scale_shift(
 }
 
 /// The per-row body of [`scale_shift`], also used on GEMM output tiles while they are hot.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 pub(crate) fn apply_rows(
     x: &[f32],
     scale: &[f32],
@@ -142,6 +140,10 @@ pub(crate) fn apply_rows(
 }
 
 /// In-place [`apply_rows`] on a buffer that holds `x` (the GEMM output).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 pub(crate) fn apply_rows_inplace(
     y: &mut [f32],
     scale: &[f32],
@@ -224,7 +226,6 @@ pub fn backward(
         "x, y, dy are [M, C]"
     );
     let m = dy.len() / c;
-    let masked = |g: f32, out: f32| if relu && out <= 0.0 { 0.0 } else { g };
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dy
         .par_chunks(CHUNK_ROWS * c)
         .enumerate()
@@ -232,15 +233,16 @@ pub fn backward(
             let at = t * CHUNK_ROWS * c;
             let mut sg = vec![0.0f32; c];
             let mut sgx = vec![0.0f32; c];
-            for (r, dr) in dyc.chunks_exact(c).enumerate() {
-                let xr = &x[at + r * c..at + (r + 1) * c];
-                let yr = &y[at + r * c..at + (r + 1) * c];
-                for i in 0..c {
-                    let g = masked(dr[i], yr[i]);
-                    sg[i] += g;
-                    sgx[i] += g * (xr[i] - mean[i]);
-                }
-            }
+            let n = dyc.len();
+            grad_stats_rows(
+                dyc,
+                &x[at..at + n],
+                &y[at..at + n],
+                mean,
+                relu,
+                &mut sg,
+                &mut sgx,
+            );
             (sg, sgx)
         })
         .collect();
@@ -273,32 +275,17 @@ pub fn backward(
     let task = |t: usize, out: &mut [f32], res: Option<&mut [f32]>| {
         let at = t * MAP_ROWS * c;
         let n = out.len();
-        let (dyc, xc, yc) = (&dy[at..at + n], &x[at..at + n], &y[at..at + n]);
-        match res {
-            Some(res) => {
-                for (r, (o, rr)) in out
-                    .chunks_exact_mut(c)
-                    .zip(res.chunks_exact_mut(c))
-                    .enumerate()
-                {
-                    let base = r * c;
-                    for i in 0..c {
-                        let g = masked(dyc[base + i], yc[base + i]);
-                        rr[i] = g;
-                        o[i] = a[i] * g + b[i] * (xc[base + i] - mean[i]) + d[i];
-                    }
-                }
-            }
-            None => {
-                for (r, o) in out.chunks_exact_mut(c).enumerate() {
-                    let base = r * c;
-                    for i in 0..c {
-                        let g = masked(dyc[base + i], yc[base + i]);
-                        o[i] = a[i] * g + b[i] * (xc[base + i] - mean[i]) + d[i];
-                    }
-                }
-            }
-        }
+        let rows = GradRows {
+            dy: &dy[at..at + n],
+            x: &x[at..at + n],
+            y: &y[at..at + n],
+            mean,
+            a: &a,
+            b: &b,
+            d: &d,
+            relu,
+        };
+        grad_rows(&rows, out, res);
     };
     match dres.as_mut() {
         Some(res) => dx
@@ -316,6 +303,127 @@ pub fn backward(
         gamma: gamma_grad,
         beta: beta_grad,
         residual: dres,
+    }
+}
+
+/// Adds each row's `x - shift` and its square to the per-channel sums `s` and `q`, in row
+/// order. AVX2 and AVX-512 clones are picked at run time (the crate is built for baseline
+/// x86-64); they run the same operations per element in the same order, so the bits do not
+/// depend on the CPU (no FMA contraction in Rust).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn stats_rows(x: &[f32], shift: &[f32], s: &mut [f32], q: &mut [f32]) {
+    let c = shift.len();
+    for row in x.chunks_exact(c) {
+        for (((s, q), &v), &sh) in s.iter_mut().zip(q.iter_mut()).zip(row).zip(shift) {
+            let d = v - sh;
+            *s += d;
+            *q += d * d;
+        }
+    }
+}
+
+/// The ReLU's gradient mask: `g` where the output was positive (or without ReLU), else 0.
+#[inline(always)]
+fn masked(g: f32, out: f32, relu: bool) -> f32 {
+    if relu && out <= 0.0 {
+        0.0
+    } else {
+        g
+    }
+}
+
+/// Adds each row's masked gradient `g` and `g · (x - μ)` to `sg` and `sgx`, in row order
+/// (clones as for [`stats_rows`]).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn grad_stats_rows(
+    dy: &[f32],
+    x: &[f32],
+    y: &[f32],
+    mean: &[f32],
+    relu: bool,
+    sg: &mut [f32],
+    sgx: &mut [f32],
+) {
+    let c = mean.len();
+    for ((dr, xr), yr) in dy
+        .chunks_exact(c)
+        .zip(x.chunks_exact(c))
+        .zip(y.chunks_exact(c))
+    {
+        for i in 0..c {
+            let g = masked(dr[i], yr[i], relu);
+            sg[i] += g;
+            sgx[i] += g * (xr[i] - mean[i]);
+        }
+    }
+}
+
+/// One task's rows of the BatchNorm backward: `dx = a g + b (x - μ) + d` per channel.
+struct GradRows<'a> {
+    dy: &'a [f32],
+    x: &'a [f32],
+    y: &'a [f32],
+    mean: &'a [f32],
+    a: &'a [f32],
+    b: &'a [f32],
+    d: &'a [f32],
+    relu: bool,
+}
+
+/// `out = dx` of `rows`, and `res = g` (the residual's gradient) when asked (clones as for
+/// [`stats_rows`]).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn grad_rows(rows: &GradRows, out: &mut [f32], res: Option<&mut [f32]>) {
+    let GradRows {
+        dy,
+        x,
+        y,
+        mean,
+        a,
+        b,
+        d,
+        relu,
+    } = *rows;
+    let c = mean.len();
+    let (a, b, d) = (&a[..c], &b[..c], &d[..c]);
+    match res {
+        Some(res) => {
+            for ((((o, rr), dr), xr), yr) in out
+                .chunks_exact_mut(c)
+                .zip(res.chunks_exact_mut(c))
+                .zip(dy.chunks_exact(c))
+                .zip(x.chunks_exact(c))
+                .zip(y.chunks_exact(c))
+            {
+                for i in 0..c {
+                    let g = masked(dr[i], yr[i], relu);
+                    rr[i] = g;
+                    o[i] = a[i] * g + b[i] * (xr[i] - mean[i]) + d[i];
+                }
+            }
+        }
+        None => {
+            for (((o, dr), xr), yr) in out
+                .chunks_exact_mut(c)
+                .zip(dy.chunks_exact(c))
+                .zip(x.chunks_exact(c))
+                .zip(y.chunks_exact(c))
+            {
+                for i in 0..c {
+                    let g = masked(dr[i], yr[i], relu);
+                    o[i] = a[i] * g + b[i] * (xr[i] - mean[i]) + d[i];
+                }
+            }
+        }
     }
 }
 
