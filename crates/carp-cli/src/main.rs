@@ -48,6 +48,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists (see carp_train::alloc).
+    carp_train::alloc::keep_freed_memory();
     let cli = Cli::parse();
     // Ranks other than 0 of an MPI job print only warnings and errors, labelled by rank.
     let rank = carp_train::dist::launcher_rank();

@@ -32,6 +32,8 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 }
 
 fn main() {
+    // As `carp` does (CARP_MALLOC_TUNING=0 to compare without).
+    carp_train::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let preset: String = arg(&args, "--preset", "cifar".to_string());
     let steps: usize = arg(&args, "--steps", 10);

@@ -29,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod config;
 pub mod data;
 pub mod device;
