@@ -11,8 +11,9 @@
 # device allocator's largest reservation (GPU runtimes) or the process's peak RSS (cpu).
 # --batch overrides the presets' batch (imagenet 32, cifar 64 per device), for devices too
 # small or too slow for them, and is printed in the table. --precision is passed through to the
-# bench; a bench that refuses it (exit status 3: this build has no mixed precision yet, issue 12
-# part 3) gives a "not available in this build" row. --precisions f32 skips those rows.
+# bench (f16 with the loss scaler; steps whose gradients overflow skip the update and are
+# counted in the last column); a device without that arithmetic (the bench's exit status 3)
+# gives a "not available" row with the bench's reason. --precisions f32 skips those rows.
 # On lavapipe (wgpu:cpu) the figures are a functional check only: a software rasteriser on a
 # few CPU cores, shader compilation included in the warm-up.
 set -euo pipefail
@@ -47,7 +48,7 @@ bin=$(cargo bench -q -p carp-train "${features[@]}" --bench train_step --no-run 
   | sed -n 's/.*"executable":"\([^"]*train_step[^"]*\)".*/\1/p' | tail -1)
 [ -x "$bin" ] || { echo "could not build the train_step bench" >&2; exit 2; }
 views() { case "$1" in imagenet) echo "2x224+6x96" ;; cifar) echo "2x32+4x16" ;; tiny) echo "2x16+2x8" ;; *) echo "?" ;; esac; }
-printf '%-9s %-9s %-7s %-11s %9s %9s %12s  %s\n' preset precision batch views img/s s/step "peak GiB" "memory source"
+printf '%-9s %-9s %-7s %-11s %9s %9s %12s  %-17s %s\n' preset precision batch views img/s s/step "peak GiB" "memory source" "skipped (f16)"
 for preset in ${presets//,/ }; do
   for precision in ${precisions//,/ }; do
     args=(--preset "$preset" --device "$device" --precision "$precision" --steps "$steps" --warmup "$warmup" --threads "$threads" --json)
@@ -57,7 +58,7 @@ for preset in ${presets//,/ }; do
     rc=$?
     set -e
     if [ $rc -eq 3 ]; then
-      printf '%-9s %-9s %-7s %-11s %9s\n' "$preset" "$precision" - "$(views "$preset")" "not available in this build"
+      printf '%-9s %-9s %-7s %-11s %9s\n' "$preset" "$precision" - "$(views "$preset")" "not available: $(tail -1 "$err")"
       continue
     elif [ $rc -ne 0 ]; then
       printf '%-9s %-9s failed (exit %d): %s\n' "$preset" "$precision" $rc "$(tail -1 "$err")"
@@ -65,8 +66,9 @@ for preset in ${presets//,/ }; do
     fi
     line=$(echo "$out" | tail -1)
     field() { echo "$line" | sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
-    printf '%-9s %-9s %-7s %-11s %9.2f %9.3f %12.2f  %s\n' "$preset" "$precision" "$(field batch)" \
-      "$(views "$preset")" "$(field img_per_s)" "$(field step_s)" "$(field peak_mem_gib)" "$(field peak_mem_source)"
+    printf '%-9s %-9s %-7s %-11s %9.2f %9.3f %12.2f  %-17s %s\n' "$preset" "$precision" "$(field batch)" \
+      "$(views "$preset")" "$(field img_per_s)" "$(field step_s)" "$(field peak_mem_gib)" "$(field peak_mem_source)" \
+      "$(field skipped_updates)"
   done
 done
 echo "device $device, steps $steps (+$warmup warm-up), threads $threads, commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)"

@@ -4,20 +4,24 @@
 //! ```text
 //! cargo bench -p carp-train --bench train_step -- [--preset cifar] [--steps 10] [--warmup 2]
 //!     [--batch 64] [--local-views 4] [--global-size 32] [--local-size 16] [--base-width 64]
-//!     [--device cpu|ndarray|wgpu[:N|:cpu]|vulkan[:N]|cuda[:N]] [--precision f32]
+//!     [--device cpu|ndarray|wgpu[:N|:cpu]|vulkan[:N]|cuda[:N]] [--precision f32|bf16|f16]
 //!     [--threads 2] [--json]
 //! ```
 //!
 //! img/s counts images (not views) per second of full training steps: student and teacher
 //! forward, loss, backward, EMA and LARS. Peak memory is the device allocator's largest
 //! reservation seen after a forward/backward or an update (GPU runtimes), or the process's
-//! peak resident set (`VmHWM`, CPU backends, which report no allocator). `--precision` takes
-//! only `f32` until mixed precision lands (issue 12, part 3).
+//! peak resident set (`VmHWM`, CPU backends, which report no allocator). `--precision` runs
+//! the networks in bf16 or f16 as `optim.precision` does (f16 with the loss scaler; a step
+//! whose gradients overflow skips its update and is counted); exit status 3 when the device
+//! has no arithmetic in that type.
 
 use burn::tensor::{Distribution, Tensor};
 use carp_core::lars::Lars;
 use carp_core::model::StudentTeacher;
 use carp_core::partition::Partition;
+use carp_core::precision::Precision;
+use carp_core::scaler::GradScaler;
 use carp_core::step::{apply_update, forward_backward, EmaOrder, StepSchedule, StepViews};
 use carp_data::seed::partition_rng;
 use carp_train::Config;
@@ -51,15 +55,19 @@ fn main() {
         .build_global()
         .expect("thread pool");
     let device_name: String = arg(&args, "--device", "cpu".to_string());
-    let precision: String = arg(&args, "--precision", "f32".to_string());
-    if precision != "f32" {
-        eprintln!("--precision {precision}: not available in this build (f32 only)");
-        std::process::exit(3);
-    }
+    let precision_name: String = arg(&args, "--precision", "f32".to_string());
+    let precision = Precision::parse(&precision_name).unwrap_or_else(|| {
+        eprintln!("--precision {precision_name}: expected f32, bf16 or f16");
+        std::process::exit(2)
+    });
     let plain = carp_train::device::parse_device(&device_name).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2)
     });
+    if !precision.is_supported_on(&plain) {
+        eprintln!("device {device_name} has no {precision} arithmetic");
+        std::process::exit(3);
+    }
     let device = plain.clone().autodiff();
     let mut peak_device = 0u64;
     let sample = |peak: &mut u64| {
@@ -89,7 +97,10 @@ fn main() {
         groups,
         global_groups: 1,
         batch: b,
-    };
+    }
+    .cast(precision);
+    let mut scaler = precision.needs_loss_scaling().then(GradScaler::default);
+    let mut skipped = 0usize;
     let mut model = StudentTeacher::new(&cfg.model_config(), &device, 0);
     let mut lars = Lars::new(0.9, 0.001);
     let schedule = StepSchedule {
@@ -111,11 +122,25 @@ fn main() {
             &mut partition_rng(0, it),
         );
         let t0 = Instant::now();
-        let out = forward_backward(&model, &views, &part, 1.0);
+        let loss_scale = scaler.as_ref().map_or(1.0, GradScaler::scale);
+        let out = forward_backward(&model, &views, &part, loss_scale);
         let t1 = Instant::now();
         sample(&mut peak_device);
         let losses = out.losses;
-        model = apply_update(model, &mut lars, out.grads, schedule, EmaOrder::BeforeStep);
+        let grads = match scaler.as_mut() {
+            Some(s) => {
+                let unscaled = s.unscale(&model.student, out.grads);
+                s.update(unscaled.overflow.is_some());
+                unscaled.overflow.is_none().then_some(unscaled.grads)
+            }
+            None => Some(out.grads),
+        };
+        match grads {
+            Some(grads) => {
+                model = apply_update(model, &mut lars, grads, schedule, EmaOrder::BeforeStep)
+            }
+            None => skipped += 1,
+        }
         device.sync().expect("sync");
         sample(&mut peak_device);
         fb += (t1 - t0).as_secs_f64();
@@ -132,14 +157,14 @@ fn main() {
     let peak_gib = peak as f64 / (1u64 << 30) as f64;
     if json {
         println!(
-            "{{\"framework\":\"carp\",\"img_per_s\":{img_per_s:.3},\"step_s\":{:.4},\"forward_backward_s\":{:.4},\"update_s\":{:.4},\"threads\":{threads},\"batch\":{b},\"preset\":\"{preset}\",\"device\":\"{device_name}\",\"precision\":\"{precision}\",\"peak_mem_gib\":{peak_gib:.3},\"peak_mem_source\":\"{peak_source}\"}}",
+            "{{\"framework\":\"carp\",\"img_per_s\":{img_per_s:.3},\"step_s\":{:.4},\"forward_backward_s\":{:.4},\"update_s\":{:.4},\"threads\":{threads},\"batch\":{b},\"preset\":\"{preset}\",\"device\":\"{device_name}\",\"precision\":\"{precision}\",\"skipped_updates\":{skipped},\"peak_mem_gib\":{peak_gib:.3},\"peak_mem_source\":\"{peak_source}\"}}",
             wall / steps as f64,
             fb / steps as f64,
             upd / steps as f64
         );
     } else {
         println!(
-            "carp img/s: {img_per_s:.1} (device {device_name}, {precision}, threads {threads}, batch {b}, steps {steps}, preset {preset}; per step: forward+backward {:.3} s, EMA+LARS {:.3} s; peak memory {peak_gib:.2} GiB, {peak_source})",
+            "carp img/s: {img_per_s:.1} (device {device_name}, {precision}, threads {threads}, batch {b}, steps {steps}, preset {preset}; per step: forward+backward {:.3} s, EMA+LARS {:.3} s; peak memory {peak_gib:.2} GiB, {peak_source}; f16 overflow steps skipped: {skipped})",
             fb / steps as f64,
             upd / steps as f64
         );
