@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 fn carp() -> Command {
     Command::new(env!("CARGO_BIN_EXE_carp"))
 }
@@ -22,30 +24,25 @@ fn image_folder(root: &Path) {
     }
 }
 
-const SMALL: [&str; 22] = [
-    "--base-width",
-    "4",
-    "--out-dim",
-    "64",
-    "--partition-size",
-    "16",
-    "--global-size",
-    "16",
-    "--local-size",
-    "8",
-    "--local-views",
-    "2",
-    "--batch-size",
-    "8",
-    "--epochs",
-    "2",
-    "--log-every",
-    "1",
-    "--threads",
-    "2",
-    "--seed",
-    "3",
-];
+/// Flags of a small run: the tests' small model, batch 8, 2 epochs, 2 threads.
+fn small() -> Vec<&'static str> {
+    [
+        &common::SMALL_MODEL[..],
+        &[
+            "--batch-size",
+            "8",
+            "--epochs",
+            "2",
+            "--log-every",
+            "1",
+            "--threads",
+            "2",
+            "--seed",
+            "3",
+        ],
+    ]
+    .concat()
+}
 
 /// `carp pretrain --data DIR --eval-data DIR` trains, writes the run directory and prints
 /// the k-NN comparison; `summary.json` carries both numbers.
@@ -62,7 +59,7 @@ fn pretrain_on_an_image_folder_writes_the_run_directory() {
         .arg(&data)
         .arg("--out")
         .arg(&out)
-        .args(SMALL)
+        .args(small())
         .args(["--max-steps", "3"])
         .output()
         .unwrap();
@@ -215,7 +212,7 @@ fn issue_6_json_progress_and_report() {
     let output = carp()
         .args(["pretrain", "--log-format", "json", "--no-eval", "--out"])
         .arg(&out)
-        .args(SMALL)
+        .args(small())
         .args(["--max-steps", "4"])
         .output()
         .unwrap();
@@ -249,7 +246,7 @@ fn issue_6_sigterm_checkpoints_and_exits_cleanly() {
     let child = carp()
         .args(["pretrain", "--no-eval", "--out"])
         .arg(&out)
-        .args(SMALL)
+        .args(small())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -277,7 +274,7 @@ fn issue_6_sigterm_checkpoints_and_exits_cleanly() {
     let output = carp()
         .args(["pretrain", "--no-eval", "--out"])
         .arg(&out)
-        .args(SMALL)
+        .args(small())
         .args(["--max-steps", &(steps + 2).to_string()])
         .output()
         .unwrap();

@@ -9,6 +9,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
 fn carp() -> Command {
     Command::new(env!("CARGO_BIN_EXE_carp"))
 }
@@ -106,30 +108,9 @@ fn pretrain_and_embed_on_the_device() {
             .arg(&data)
             .arg("--out")
             .arg(&run)
-            .args([
-                "--device",
-                &device(),
-                "--max-steps",
-                "3",
-                "--base-width",
-                "4",
-                "--out-dim",
-                "64",
-                "--partition-size",
-                "16",
-                "--global-size",
-                "16",
-                "--local-size",
-                "8",
-                "--local-views",
-                "2",
-                "--batch-size",
-                "8",
-                "--log-every",
-                "1",
-                "--seed",
-                "5",
-            ])
+            .args(["--device", &device(), "--max-steps", "3"])
+            .args(common::SMALL_MODEL)
+            .args(["--batch-size", "8", "--log-every", "1", "--seed", "5"])
             .output()
             .unwrap(),
         "carp pretrain on the device",

@@ -10,38 +10,33 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const CARP: &str = env!("CARGO_BIN_EXE_carp");
 
 /// A small run: ResNet-18 at width 4 on 16 px synthetic images, one thread per process.
-const SMALL: [&str; 21] = [
-    "pretrain",
-    "--no-eval",
-    "--base-width",
-    "4",
-    "--out-dim",
-    "64",
-    "--partition-size",
-    "16",
-    "--global-size",
-    "16",
-    "--local-size",
-    "8",
-    "--local-views",
-    "2",
-    "--epochs",
-    "2",
-    "--log-every",
-    "1",
-    "--threads",
-    "1",
-    "--seed=3",
-];
+fn small() -> Vec<&'static str> {
+    [
+        &["pretrain", "--no-eval"][..],
+        &common::SMALL_MODEL[..],
+        &[
+            "--epochs",
+            "2",
+            "--log-every",
+            "1",
+            "--threads",
+            "1",
+            "--seed=3",
+        ],
+    ]
+    .concat()
+}
 
-/// `mpirun --oversubscribe -np N carp SMALL --out OUT ARGS`.
+/// `mpirun --oversubscribe -np N carp small() --out OUT ARGS`.
 fn mpirun(np: usize, out: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("mpirun");
     c.args(["--oversubscribe", "-np", &np.to_string(), CARP])
-        .args(SMALL)
+        .args(small())
         .arg("--out")
         .arg(out)
         .args(args);
@@ -90,7 +85,7 @@ fn two_mpi_ranks_match_one_process() {
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
     let mut single = Command::new(CARP);
     single
-        .args(SMALL)
+        .args(small())
         .arg("--out")
         .arg(&one)
         .args(["--batch-size", "8", "--max-steps", "4"])
@@ -99,7 +94,7 @@ fn two_mpi_ranks_match_one_process() {
     // -x: mpirun passes CARP_KERNELS on to the ranks.
     let mut pair = Command::new("mpirun");
     pair.args(["--oversubscribe", "-x", "CARP_KERNELS", "-np", "2", CARP])
-        .args(SMALL)
+        .args(small())
         .arg("--out")
         .arg(&two)
         .args(["--batch-size", "4", "--max-steps", "4"])
@@ -216,7 +211,7 @@ fn ranks_that_disagree_on_the_start_step_stop_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let mut c = Command::new(CARP);
-    c.args(SMALL)
+    c.args(small())
         .arg("--out")
         .arg(&a)
         .args(["--batch-size", "8", "--max-steps", "2"]);
@@ -224,11 +219,11 @@ fn ranks_that_disagree_on_the_start_step_stop_with_a_clear_error() {
     // MPMD launch: rank 0 resumes a (step 2), rank 1 starts b afresh (step 0).
     let mut c = Command::new("mpirun");
     c.args(["--oversubscribe", "-np", "1", CARP])
-        .args(SMALL)
+        .args(small())
         .arg("--out")
         .arg(&a)
         .args(["--batch-size", "4", ":", "-np", "1", CARP])
-        .args(SMALL)
+        .args(small())
         .arg("--out")
         .arg(&b)
         .args(["--batch-size", "4"]);

@@ -687,11 +687,11 @@ pub fn weight_grad(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Direct six-loop convolution in f64, the reference for the GEMM kernels.
-    fn reference(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f64> {
+    pub(crate) fn reference(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f64> {
         let (oh_n, ow_n) = (s.out_h(), s.out_w());
         let mut y = vec![0.0f64; s.rows() * s.c_out];
         for b in 0..s.batch {
@@ -724,7 +724,8 @@ mod tests {
         y
     }
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
+    /// Values in [-1, 1] from a xorshift stream of `seed`.
+    pub(crate) fn data(n: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..n)
             .map(|_| {

@@ -493,52 +493,8 @@ pub fn forward_epilogue(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Direct six-loop 3x3 convolution in f64.
-    fn reference(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f64> {
-        let (oh_n, ow_n) = (s.out_h(), s.out_w());
-        let mut y = vec![0.0f64; s.rows() * s.c_out];
-        for b in 0..s.batch {
-            for oh in 0..oh_n {
-                for ow in 0..ow_n {
-                    for co in 0..s.c_out {
-                        let mut acc = 0.0f64;
-                        for ci in 0..s.c_in {
-                            for kh in 0..3 {
-                                for kw in 0..3 {
-                                    let ih = (oh + kh) as isize - s.pad[0] as isize;
-                                    let iw = (ow + kw) as isize - s.pad[1] as isize;
-                                    if ih < 0 || iw < 0 || ih >= s.h as isize || iw >= s.w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let xv = x[((b * s.h + ih as usize) * s.w + iw as usize)
-                                        * s.c_in
-                                        + ci];
-                                    let wv = w[((co * s.c_in + ci) * 3 + kh) * 3 + kw];
-                                    acc += xv as f64 * wv as f64;
-                                }
-                            }
-                        }
-                        y[((b * oh_n + oh) * ow_n + ow) * s.c_out + co] = acc;
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    // The direct f64 convolution and the test inputs of the im2col kernel's tests.
+    use crate::conv::tests::{data, reference};
 
     /// Odd and even sizes, padding 0, 1 and 2, many blocks and the few-blocks path.
     #[test]
